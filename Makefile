@@ -1,0 +1,37 @@
+# The two entry points of the README.  Everything runs from .venv; system packages are
+# installed by scripts/install-system-deps.sh when missing (Debian, as root).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: test lint typecheck docs pytest system-deps bench-parse clean
+
+test: system-deps $(VENV)/.installed lint typecheck docs pytest
+
+system-deps:
+	scripts/install-system-deps.sh
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,docs,bench]'
+	touch $@
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check txxmppnode tests benchmarks docs
+	$(BIN)/ruff format --check txxmppnode tests benchmarks docs
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+docs: $(VENV)/.installed
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
+pytest: $(VENV)/.installed
+	$(BIN)/pytest
+
+bench-parse: $(VENV)/.installed
+	$(BIN)/python benchmarks/parse.py
+
+clean:
+	rm -rf $(VENV) docs/_build build *.egg-info
