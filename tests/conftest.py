@@ -1,0 +1,153 @@
+"""Fixtures and hooks shared by the whole test suite.
+
+* ``prosody``: one real Prosody server for the test session (:class:`ProsodyServer`).
+* ``make_prosody``: a factory for extra servers with their own options, stopped after the test.
+* ``reactor_thread``: the global Twisted reactor running in a daemon thread; call
+  ``reactor_thread.run(fn, *args, timeout=...)`` to run Deferred-returning code to completion.
+
+Everything under ``tests/integration`` (and every test using a Prosody fixture) is marked
+``integration``.  When such a test fails, the Prosody log lines written while it ran are
+attached to its report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+
+from tests.support.prosody import ProsodyNotInstalledError, ProsodyServer
+from tests.support.reactor import ReactorThread, get_reactor_thread
+
+_INTEGRATION_DIR: Final = Path(__file__).parent / "integration"
+_PROSODY_FIXTURES: Final = frozenset({"prosody", "make_prosody"})
+# the most log lines attached to one failing report (the full log stays on disk)
+LOG_SECTION_MAX_LINES: Final = 200
+
+# the session server, for the hooks
+_SESSION_SERVER = pytest.StashKey[ProsodyServer]()
+# per test: section label -> (server, log offset from which to report)
+_WATCHED_LOGS = pytest.StashKey[dict[str, tuple[ProsodyServer, int]]]()
+
+
+def _new_server(directory: Path, **options: Any) -> ProsodyServer:
+    """Create a :class:`ProsodyServer`, failing the test clearly if Prosody is missing."""
+    try:
+        return ProsodyServer(directory, **options)
+    except ProsodyNotInstalledError as error:
+        missing = str(error)
+    pytest.fail(
+        f"Prosody is not installed: {missing}. The integration tests run a real Prosody; "
+        "run `make test`, which installs it (scripts/install-system-deps.sh).",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def prosody(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[ProsodyServer]:
+    """Start one Prosody (domain ``xmppnode.test``, accounts juliet/romeo/nurse) per session."""
+    server = _new_server(tmp_path_factory.mktemp("prosody"))
+    server.start()
+    pytestconfig.stash[_SESSION_SERVER] = server
+    try:
+        yield server
+    finally:
+        del pytestconfig.stash[_SESSION_SERVER]
+        server.stop()
+
+
+@pytest.fixture
+def make_prosody(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., ProsodyServer]]:
+    """Return ``make(**options) -> ProsodyServer``: start extra servers for this test only.
+
+    The options are :class:`ProsodyServer`'s keyword arguments (``tls_max_version="1.2"``,
+    ``password_hash="SHA-256"``, ``cert_path``/``key_path``, ``config_lua``, ...).  The
+    servers are stopped after the test, and their logs are attached to its report if it fails.
+    """
+    servers: list[ProsodyServer] = []
+
+    def make(**options: Any) -> ProsodyServer:
+        server = _new_server(tmp_path / f"prosody-{len(servers) + 1}", **options)
+        servers.append(server)
+        label = f"Prosody #{len(servers)} ({server.domain})"
+        request.node.stash.setdefault(_WATCHED_LOGS, {})[label] = (server, 0)
+        server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def reactor_thread() -> ReactorThread:
+    """Return the running reactor thread (stopped when the session finishes)."""
+    runner = get_reactor_thread()
+    runner.start()
+    return runner
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests under ``tests/integration`` and those using Prosody as integration."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if item.path.is_relative_to(_INTEGRATION_DIR) or fixtures & _PROSODY_FIXTURES:
+            item.add_marker(pytest.mark.integration)
+
+
+def _watch_session_server(item: pytest.Item, offset: int | None) -> None:
+    """Remember where the session server's log stood for *item* (``None``: current end)."""
+    server = item.config.stash.get(_SESSION_SERVER, None)
+    if server is None or "prosody" not in getattr(item, "fixturenames", ()):
+        return
+    watched = item.stash.setdefault(_WATCHED_LOGS, {})
+    label = f"Prosody ({server.domain})"
+    if label not in watched:
+        watched[label] = (server, server.log_size() if offset is None else offset)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    """Record the session server's log size before the test (from 0 if this test starts it)."""
+    _watch_session_server(item, None)
+    try:
+        return (yield)
+    finally:
+        _watch_session_server(item, 0)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the Prosody log lines written during a failing test to its report."""
+    report: pytest.TestReport = yield
+    if report.failed:
+        watched = item.stash.get(_WATCHED_LOGS, {})
+        for label, (server, offset) in watched.items():
+            text, end = server.log_since(offset)
+            # a later failing phase (teardown) reports only what follows
+            watched[label] = (server, end)
+            lines = text.splitlines()
+            if len(lines) > LOG_SECTION_MAX_LINES:
+                omitted = len(lines) - LOG_SECTION_MAX_LINES
+                lines = [
+                    f"[{omitted} earlier lines omitted; full log: {server.log_path}]",
+                    *lines[-LOG_SECTION_MAX_LINES:],
+                ]
+            body = "\n".join(lines) if lines else f"(nothing logged; log: {server.log_path})"
+            report.sections.append((f"Captured {label} log {report.when}", body))
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the reactor thread if a test started it."""
+    get_reactor_thread().stop()
