@@ -1,0 +1,21 @@
+"""Sphinx configuration for the txxmppnode documentation."""
+
+project = "txxmppnode"
+copyright = "2026, the txxmppnode authors"
+author = "the txxmppnode authors"
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.intersphinx",
+    "sphinx.ext.viewcode",
+]
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": True, "show-inheritance": True}
+# lxml's element base classes have no Sphinx inventory here; don't warn about them.
+nitpicky = False
+intersphinx_mapping: dict[str, tuple[str, None]] = {}
+html_theme = "alabaster"
+html_static_path = ["_static"]
+exclude_patterns = ["_build"]
