@@ -1,0 +1,278 @@
+"""XMLStream driven byte-exact over an in-memory transport, with an injected clock."""
+
+from __future__ import annotations
+
+import pytest
+from lxml import etree
+from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from txxmppnode.errors import FatalStreamError, StreamError, StreamErrorCondition, TLSFailure
+from txxmppnode.stanza import Message
+from txxmppnode.xmlstream import XMLStream
+
+OUR_HEADER = (
+    b"<?xml version='1.0'?><stream:stream xmlns='jabber:client'"
+    b" xmlns:stream='http://etherx.jabber.org/streams' to='example.com' version='1.0'"
+    b" xml:lang='en'>"
+)
+PEER_HEADER = (
+    b"<?xml version='1.0'?><stream:stream xmlns='jabber:client'"
+    b" xmlns:stream='http://etherx.jabber.org/streams' from='example.com' id='abc'"
+    b" version='1.0'>"
+)
+FOOTER = b"</stream:stream>"
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.transport = StringTransport()
+        self.stream = XMLStream("example.com", reactor=self.clock, close_timeout=5)
+        self.closing: list[BaseException | None] = []
+        self.stream.on_closing.connect(self.closing.append)
+        self.stream.makeConnection(self.transport)
+
+    def written(self) -> bytes:
+        data = self.transport.value()
+        self.transport.clear()
+        return data
+
+    def lose(self, reason: BaseException | None = None) -> None:
+        self.stream.connectionLost(Failure(reason or ConnectionDone()))
+
+    def final(self) -> BaseException | None:
+        results: list[BaseException | None] = []
+        self.stream.when_lost().addCallback(results.append)
+        assert results, "the stream has not lost its connection"
+        return results[0]
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness()
+
+
+def test_sends_header_on_connection(h: Harness) -> None:
+    assert h.written() == OUR_HEADER
+
+
+def test_restart_sends_header_with_from_and_expects_a_new_peer_header(h: Harness) -> None:
+    h.stream.dataReceived(PEER_HEADER + b"<stream:features/>")
+    h.written()
+    h.stream.from_ = "juliet@example.com"
+    h.stream.restart()
+    assert h.written() == OUR_HEADER.replace(
+        b" version='1.0' xml:lang", b" from='juliet@example.com' version='1.0' xml:lang"
+    )
+    assert h.stream.peer_header is None
+    h.stream.dataReceived(PEER_HEADER.replace(b"abc", b"def"))
+    assert h.stream.peer_header is not None
+    assert h.stream.peer_header.attributes["id"] == "def"
+
+
+def test_elements_go_to_waiters_then_queue_then_handler(h: Harness) -> None:
+    waiter = h.stream.next_element()
+    h.stream.dataReceived(PEER_HEADER + b"<stream:features/><message><body>1</body></message>")
+    assert waiter.result.tag == "{http://etherx.jabber.org/streams}features"
+    received: list[etree._Element] = []
+    h.stream.dataReceived(b"<message><body>2</body></message>")
+    h.stream.set_element_handler(received.append)
+    h.stream.dataReceived(b"<presence/>")
+    assert [getattr(e, "body", None) for e in received] == ["1", "2", None]
+    assert isinstance(received[0], Message)
+
+
+def test_next_element_times_out_with_the_injected_clock(h: Harness) -> None:
+    waiter = h.stream.next_element(timeout=10)
+    h.clock.advance(9.9)
+    assert not waiter.called
+    h.clock.advance(0.2)
+    failure = waiter.result
+    waiter.addErrback(lambda f: None)
+    assert isinstance(failure.value, TimeoutError)
+    assert "10s" in str(failure.value)
+
+
+def test_send_writes_stanza_without_redundant_namespace(h: Harness) -> None:
+    h.written()
+    h.stream.send(Message(to="romeo@example.net", type_="chat", body="hi"))
+    assert h.written() == b'<message to="romeo@example.net" type="chat"><body>hi</body></message>'
+
+
+@pytest.mark.parametrize(
+    ("header", "condition"),
+    [
+        (PEER_HEADER.replace(b"http://etherx.jabber.org/streams", b"urn:wrong"),
+         StreamErrorCondition.INVALID_NAMESPACE),
+        (PEER_HEADER.replace(b"xmlns='jabber:client'", b"xmlns='jabber:server'"),
+         StreamErrorCondition.INVALID_NAMESPACE),
+        (PEER_HEADER.replace(b" version='1.0'>", b" version='2.0'>"),
+         StreamErrorCondition.UNSUPPORTED_VERSION),
+        (PEER_HEADER.replace(b" version='1.0'>", b">"), StreamErrorCondition.UNSUPPORTED_VERSION),
+        (PEER_HEADER.replace(b" id='abc'", b""), StreamErrorCondition.BAD_FORMAT),
+        (PEER_HEADER.replace(b" from='example.com'", b""), StreamErrorCondition.BAD_FORMAT),
+    ],
+)  # fmt: skip
+def test_bad_peer_header_is_refused_with_a_stream_error(
+    h: Harness, header: bytes, condition: StreamErrorCondition
+) -> None:
+    h.written()
+    waiter = h.stream.next_element()
+    h.stream.dataReceived(header)
+    sent = h.written()
+    assert sent.startswith(
+        b'<stream:error xmlns:stream="http://etherx.jabber.org/streams"><'
+        + condition.value.encode()
+        + b' xmlns="urn:ietf:params:xml:ns:xmpp-streams"/>'
+    )
+    assert sent.endswith(b"</stream:error>" + FOOTER)
+    assert h.transport.disconnecting
+    error = h.closing[0]
+    assert isinstance(error, StreamError)
+    assert error.condition is condition and error.sent_by_us
+    assert isinstance(waiter.result.value, StreamError)
+    waiter.addErrback(lambda f: None)
+
+
+def test_parser_refusal_sends_its_condition_and_delivers_what_came_before(h: Harness) -> None:
+    received: list[etree._Element] = []
+    h.stream.set_element_handler(received.append)
+    h.stream.dataReceived(PEER_HEADER)
+    h.written()
+    h.stream.dataReceived(b"<message><body>ok</body></message><message><!-- x --></message>")
+    assert [m.body for m in received] == ["ok"]  # type: ignore[attr-defined]
+    assert b"<restricted-xml " in h.written()
+    error = h.closing[0]
+    assert isinstance(error, StreamError)
+    assert error.condition is StreamErrorCondition.RESTRICTED_XML
+    # nothing after the refusal is processed
+    h.stream.dataReceived(b"<message><body>late</body></message>")
+    assert len(received) == 1
+
+
+def test_received_stream_error_becomes_stream_error(h: Harness) -> None:
+    waiter = h.stream.next_element()
+    h.stream.dataReceived(
+        PEER_HEADER + b"<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+        b"<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Replaced</text></stream:error>"
+    )
+    assert isinstance(waiter.result.value, FatalStreamError)
+    waiter.addErrback(lambda f: None)
+    assert h.written().endswith(FOOTER)
+    h.lose()
+    final = h.final()
+    assert isinstance(final, FatalStreamError)
+    assert final.condition is StreamErrorCondition.CONFLICT and final.text == "Replaced"
+    assert len(h.closing) == 1
+
+
+def test_peer_footer_while_open_is_a_connection_error(h: Harness) -> None:
+    h.stream.dataReceived(PEER_HEADER)
+    h.written()
+    h.stream.dataReceived(FOOTER)
+    assert h.written() == FOOTER
+    h.lose()
+    final = h.final()
+    assert type(final) is ConnectionError
+    assert "server closed the XML stream" in str(final)
+
+
+@pytest.mark.parametrize("reason", [ConnectionDone(), ConnectionResetError("reset by peer")])
+def test_transport_closing_without_footer_is_a_connection_error(
+    h: Harness, reason: BaseException
+) -> None:
+    h.stream.dataReceived(PEER_HEADER)
+    waiter = h.stream.next_element()
+    h.lose(reason)
+    final = h.final()
+    assert type(final) is ConnectionError
+    assert "without the server's stream footer" in str(final)
+    assert type(reason).__name__ in str(final)
+    assert h.closing == [final]
+    assert waiter.result.value is final
+    waiter.addErrback(lambda f: None)
+
+
+def test_close_waits_for_the_peer_footer(h: Harness) -> None:
+    h.stream.dataReceived(PEER_HEADER)
+    h.written()
+    done = h.stream.close()
+    assert h.written() == FOOTER
+    assert not h.transport.disconnecting
+    assert h.closing == [None]
+    h.stream.dataReceived(FOOTER)
+    assert h.transport.disconnecting
+    h.lose()
+    assert done.called and done.result is None
+
+
+def test_close_drops_the_transport_after_the_timeout(h: Harness) -> None:
+    h.stream.dataReceived(PEER_HEADER)
+    done = h.stream.close()
+    h.clock.advance(4.9)
+    assert not h.transport.disconnecting
+    h.clock.advance(0.2)
+    assert h.transport.disconnecting  # StringTransport.abortConnection sets it too
+    h.lose()
+    assert done.result is None
+    assert h.clock.getDelayedCalls() == []
+
+
+def test_abort_drops_at_once_and_on_closing_fires_once(h: Harness) -> None:
+    h.written()
+    reason = ConnectionError("user gave up")
+    h.stream.abort(reason)
+    h.stream.abort()
+    h.stream.close()
+    assert h.written() == b""
+    assert h.transport.disconnecting
+    h.lose()
+    assert h.closing == [reason]
+    assert h.final() is reason
+
+
+def test_send_after_close_raises(h: Harness) -> None:
+    h.stream.close()
+    with pytest.raises(ConnectionError, match="not open"):
+        h.stream.send(Message(body="late"))
+
+
+def test_tls_errors_at_the_transport_become_tls_failure(h: Harness) -> None:
+    from OpenSSL import SSL
+
+    handshake = h.stream.when_handshake_done()
+    h.lose(SSL.Error([("SSL routines", "", "certificate verify failed")]))
+    final = h.final()
+    assert isinstance(final, TLSFailure)
+    assert "certificate verify failed" in str(final)
+    assert isinstance(handshake.result.value, TLSFailure)
+    handshake.addErrback(lambda f: None)
+
+
+def test_handshake_completion_fires_the_handshake_deferred(h: Harness) -> None:
+    handshake = h.stream.when_handshake_done(timeout=3)
+    h.stream.handshakeCompleted()
+    assert handshake.called and handshake.result is None
+    assert h.clock.getDelayedCalls() == []
+    # asked after completion: fires at once
+    assert h.stream.when_handshake_done().called
+
+
+def test_handshake_wait_times_out(h: Harness) -> None:
+    handshake = h.stream.when_handshake_done(timeout=3)
+    h.clock.advance(3)
+    assert isinstance(handshake.result.value, TimeoutError)
+    handshake.addErrback(lambda f: None)
+
+
+def test_waiters_cancelled_do_not_receive_elements(h: Harness) -> None:
+    first = h.stream.next_element()
+    first.cancel()
+    first.addErrback(lambda f: f.trap(defer.CancelledError))
+    second = h.stream.next_element()
+    h.stream.dataReceived(PEER_HEADER + b"<presence/>")
+    assert second.result.tag == "{jabber:client}presence"
