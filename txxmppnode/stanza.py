@@ -391,12 +391,21 @@ class IQ(Stanza):
 
 
 def _set_child_text(parent: etree._Element, name: str, value: str | None) -> None:
-    """Replace all ``jabber:client`` children called *name* with one holding *value*."""
+    """Replace all ``jabber:client`` children called *name* with one holding *value*.
+
+    A value XML cannot carry raises :class:`ValueError` and leaves *parent* unchanged.
+    """
     tag = f"{{{namespaces.CLIENT}}}{name}"
-    for old in parent.findall(tag):
-        parent.remove(old)
+    old = parent.findall(tag)
     if value is not None:
-        etree.SubElement(parent, tag).text = value
+        new = etree.SubElement(parent, tag)
+        try:
+            new.text = value
+        except ValueError:
+            parent.remove(new)
+            raise
+    for element in old:
+        parent.remove(element)
 
 
 #: The lxml lookup that builds stanza classes; the parser and the stanza constructors use it.

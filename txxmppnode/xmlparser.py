@@ -222,17 +222,28 @@ class XMLStreamParser:
             # enforced on its own must still be reported as our policy violation.
             self._take_events(events)
             raise _classify(exc) from None
-        self._take_events(events)
-        if self._depth >= 2:
+        if self._take_events(events):
+            # The stream header or a top-level element was completed in this slice.  How much
+            # of the rest of the slice the next element has is unknown: it is not charged, so
+            # the size limit holds to within one slice and never refuses a smaller element.
+            self._open_element_bytes = 0
+        elif not self._ended and (
+            self._open_element_bytes or self._depth >= 2 or chunk.strip(_WHITESPACE)
+        ):
+            # Charged even when no element has started yet: lxml reports an element only once
+            # its start tag is complete, and a start tag (the stream header's too) is as long
+            # as the peer makes it.  Only whitespace keepalives between elements are free.
             self._open_element_bytes += len(chunk)
             if self._open_element_bytes > self.max_element_bytes:
                 raise LimitExceeded(f"top-level element exceeds {self.max_element_bytes} bytes")
 
-    def _take_events(self, events: list[Event]) -> None:
+    def _take_events(self, events: list[Event]) -> bool:
+        """Turn lxml's events into ours; true if the header or a top-level element completed."""
         # The hot loop of the parser: locals instead of attribute look-ups on purpose.
         depth = self._depth
         deepest = self.max_depth + 1
         root = self._root
+        boundary = False
         try:
             for action, element in self._lxml.read_events():
                 if action == "start":
@@ -240,6 +251,7 @@ class XMLStreamParser:
                     if depth > deepest:
                         raise LimitExceeded(f"elements nested deeper than {self.max_depth}")
                     if depth == 1:
+                        boundary = True
                         root = self._root = element
                         events.append(
                             StreamHeader(str(element.tag), dict(element.attrib), element.nsmap)
@@ -247,6 +259,12 @@ class XMLStreamParser:
                 elif action == "end":
                     depth -= 1
                     if depth == 1:
+                        tag = element.tag
+                        if tag[0] != "{" and ":" in tag:  # type: ignore[index,operator]
+                            # libxml2 reports an undeclared prefix only when a document is
+                            # closed, which a stream never is.  Checked on top-level names
+                            # only: walking every nested name would halve the throughput.
+                            raise NotWellFormed(f"undeclared namespace prefix in <{tag}>")
                         # Detached, so memory stays flat.  lxml declares the inherited default
                         # namespace on it with a generated prefix (``ns0:``): the same XML
                         # names, and :func:`~txxmppnode.xmlwriter.serialize` writes it plainly.
@@ -254,7 +272,7 @@ class XMLStreamParser:
                         if element.tail is not None:  # whitespace after it, not part of it
                             element.tail = None
                         events.append(ElementReceived(element))
-                        self._open_element_bytes = 0
+                        boundary = True
                     elif depth == 0:
                         self._ended = True
                         events.append(StreamFooter())
@@ -268,6 +286,7 @@ class XMLStreamParser:
             # element before it is gone: drop it, so the document never grows.
             if root is not None and root.text is not None:
                 root.text = None
+        return boundary
 
     @staticmethod
     def _prolog_complete(prolog: bytearray) -> bool:

@@ -76,7 +76,7 @@ def serialize(element: etree._Element) -> bytes:
     The element's tail (text after it) is not written.
     """
     data: bytes = etree.tostring(element, encoding="UTF-8", with_tail=False)
-    if _GENERATED_PREFIX in data:
+    if _GENERATED_PREFIX in data or _has_unqualified_child(element):
         data = etree.tostring(_with_default_namespaces(element), encoding="UTF-8", with_tail=False)
     # Drop the stanza's own declaration of the namespace the stream header already declared.
     # libxml2 writes namespace declarations first, so it follows the name directly.
@@ -88,13 +88,29 @@ def serialize(element: etree._Element) -> bytes:
     return data
 
 
+def _has_unqualified_child(element: etree._Element) -> bool:
+    """True if an element below *element* has no namespace.
+
+    libxml2 writes such a child of a namespaced parent without ``xmlns=""``, so the receiver
+    would read it in the parent's namespace.
+    """
+    return any(
+        isinstance(tag := child.tag, str) and tag[:1] != "{" for child in element.iterdescendants()
+    )
+
+
 def _with_default_namespaces(element: etree._Element) -> etree._Element:
     """A copy of *element* where each namespace change is a default-namespace declaration."""
 
     def copy(source: etree._Element, parent: etree._Element | None) -> etree._Element:
         namespace = etree.QName(source).namespace
         parent_namespace = None if parent is None else etree.QName(parent).namespace
-        nsmap = {None: namespace} if namespace and namespace != parent_namespace else None
+        nsmap: dict[None, str] | None = None
+        if namespace and namespace != parent_namespace:
+            nsmap = {None: namespace}
+        elif not namespace and parent_namespace:
+            # Undeclare the parent's default namespace, or the element would inherit it.
+            nsmap = {None: ""}
         attrib = dict(source.attrib)
         if parent is None:
             target = etree.Element(source.tag, attrib, nsmap=nsmap)
