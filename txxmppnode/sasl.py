@@ -1,0 +1,471 @@
+"""SASL for XMPP client streams (RFC 4422, RFC 6120 §6) as pure state machines.
+
+Nothing here does I/O: the stream layer sends ``<auth/>`` with
+:meth:`SASLMechanism.initial_response` (``None``: no initial response; ``b""``: an empty one,
+sent as ``=``), answers each ``<challenge/>`` with :meth:`SASLMechanism.respond`, and on
+``<success/>`` calls :meth:`SASLMechanism.finish`, which may still refuse (SCRAM checks the
+server signature there).  A ``<failure/>`` goes through :func:`failure_for_condition`.
+
+Which mechanism to try is decided by :func:`choose_mechanisms`, strongest first; the stream
+layer tries them in order while the server answers with :class:`MechanismRefused`, then raises
+:class:`~txxmppnode.errors.SASLUnavailable` with :func:`unavailable_message`.
+:meth:`MechanismChoice.build` makes the mechanism for a choice.  The SCRAM family lives in
+:mod:`txxmppnode.scram`.
+
+Errors, all :class:`~txxmppnode.errors.SASLFailure` subclasses:
+
+* :class:`SASLProtocolError` (fatal): the server broke the mechanism's protocol.  The stream
+  layer then sends ``<abort/>`` and reports this error, not the ``<aborted/>`` failure that the
+  abort provokes;
+* :class:`CredentialsError` (fatal): the configured username or password cannot be prepared;
+* :class:`MechanismRefused` (not fatal): the server refused the mechanism itself
+  (``mechanism-too-weak``, ``invalid-mechanism``, ``encryption-required``): try the next one;
+* :class:`~txxmppnode.errors.AuthenticationFailure` (fatal): the credentials were refused, or the
+  server could not prove it knows them.
+
+Nothing in this module logs: credentials and SASL payloads never reach a log.
+"""
+
+from __future__ import annotations
+
+import abc
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from .errors import AuthenticationFailure, FatalError, SASLFailure
+from .saslprep import saslprep
+
+__all__ = [
+    "AUTHENTICATION_FAILURE_CONDITIONS",
+    "BINDING_TYPE_PREFERENCE",
+    "MECHANISM_REFUSED_CONDITIONS",
+    "SCRAM_HASH_PREFERENCE",
+    "AnonymousMechanism",
+    "CredentialsError",
+    "ExternalMechanism",
+    "MechanismChoice",
+    "MechanismRefused",
+    "PlainMechanism",
+    "SASLMechanism",
+    "SASLProtocolError",
+    "choose_mechanisms",
+    "failure_for_condition",
+    "unavailable_message",
+]
+
+#: SCRAM hash families, strongest first.
+SCRAM_HASH_PREFERENCE: Final = ("SHA-512", "SHA-256", "SHA-1")
+#: Channel-binding types, most preferred first: ``tls-exporter`` (RFC 9266, TLS 1.3),
+#: ``tls-unique`` (RFC 5929, TLS ≤ 1.2), ``tls-server-end-point`` (RFC 5929, any version).
+BINDING_TYPE_PREFERENCE: Final = ("tls-exporter", "tls-unique", "tls-server-end-point")
+#: ``<failure/>`` conditions (RFC 6120 §6.5) that refuse the credentials.
+AUTHENTICATION_FAILURE_CONDITIONS: Final = frozenset(
+    {
+        "aborted",
+        "account-disabled",
+        "credentials-expired",
+        "incorrect-encoding",
+        "invalid-authzid",
+        "malformed-request",
+        "not-authorized",
+        "temporary-auth-failure",
+    }
+)
+#: ``<failure/>`` conditions that refuse the mechanism: another one may still succeed.
+MECHANISM_REFUSED_CONDITIONS: Final = frozenset(
+    {"encryption-required", "invalid-mechanism", "mechanism-too-weak"}
+)
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+class SASLProtocolError(SASLFailure, FatalError):
+    """The server broke the SASL exchange: an unexpected challenge, a malformed or unsafe
+    mechanism message (bad nonce, too few SCRAM iterations, ...).  The message says what."""
+
+
+class CredentialsError(SASLFailure, FatalError):
+    """The configured credentials cannot be used (SASLprep refuses them, or one is empty)."""
+
+
+class MechanismRefused(SASLFailure):
+    """The server refused the mechanism, not the credentials: try the next candidate.
+
+    :ivar condition: ``mechanism-too-weak``, ``invalid-mechanism`` or ``encryption-required``.
+    :ivar text: the server's explanation, or ``None``.
+    :ivar mechanism: the refused mechanism's name, when known.
+    """
+
+    def __init__(
+        self, condition: str, text: str | None = None, mechanism: str | None = None
+    ) -> None:
+        """Record the refusal of *mechanism* with *condition* and the server's *text*."""
+        message = f"SASL mechanism {mechanism or '(unknown)'} refused: {condition}"
+        if text:
+            message += f" ({text})"
+        super().__init__(message)
+        self.condition = condition
+        self.text = text
+        self.mechanism = mechanism
+
+
+def failure_for_condition(
+    condition: str | None, text: str | None = None, *, mechanism: str | None = None
+) -> AuthenticationFailure | MechanismRefused:
+    """Return the exception for a received ``<failure/>`` (RFC 6120 §6.5); the caller raises it.
+
+    :param condition: the local name of the condition element (``None`` if there was none).
+    :param text: the content of ``<text/>``, if any.
+    :param mechanism: the mechanism that failed, recorded on :class:`MechanismRefused`.
+
+    ``mechanism-too-weak``, ``invalid-mechanism`` and ``encryption-required`` give
+    :class:`MechanismRefused`; everything else gives
+    :class:`~txxmppnode.errors.AuthenticationFailure` with the condition as received (a
+    ``<failure/>`` without a condition, which RFC 6120 forbids, is reported as
+    ``not-authorized``).
+    """
+    if condition in MECHANISM_REFUSED_CONDITIONS:
+        return MechanismRefused(condition, text, mechanism)
+    return AuthenticationFailure(condition or "not-authorized", text)
+
+
+# -- credentials -----------------------------------------------------------------------------
+
+
+def prepare_credential(value: str, what: str, *, query: bool, allow_empty: bool) -> str:
+    """SASLprep *value* (a username or password, named by *what*) for a mechanism.
+
+    :raises CredentialsError: if SASLprep refuses it, or it is empty and must not be.
+    """
+    try:
+        prepared = saslprep(value, allow_unassigned=query)
+    except ValueError as error:
+        raise CredentialsError(f"the {what} cannot be used: {error}") from None
+    if not prepared and not allow_empty:
+        raise CredentialsError(f"the {what} is empty")
+    return prepared
+
+
+# -- the mechanism interface and the simple mechanisms ---------------------------------------
+
+
+class SASLMechanism(abc.ABC):
+    """The client side of one SASL authentication exchange; use each instance once.
+
+    :ivar name: the mechanism name as sent in ``<auth mechanism='...'/>``.
+    """
+
+    name: str
+
+    @abc.abstractmethod
+    def initial_response(self) -> bytes | None:
+        """Return the initial response for ``<auth/>``: ``None`` for none, ``b""`` for an empty
+        one (sent as ``=``)."""
+
+    def respond(self, challenge: bytes) -> bytes:
+        """Return the response to a ``<challenge/>`` (its base64-decoded content).
+
+        :raises SASLProtocolError: the challenge is not acceptable; send ``<abort/>``.
+        """
+        raise SASLProtocolError(f"{self.name}: the server sent a challenge this mechanism lacks")
+
+    def finish(self, additional_data: bytes | None) -> None:
+        """Accept ``<success/>`` with its decoded additional data (``None`` if it had none).
+
+        :raises AuthenticationFailure: the server did not prove its identity (SCRAM).
+        :raises SASLProtocolError: unexpected additional data.
+        """
+        if additional_data:
+            raise SASLProtocolError(
+                f"{self.name}: the server sent additional data with success, which this "
+                "mechanism does not define"
+            )
+
+
+class PlainMechanism(SASLMechanism):
+    """PLAIN (RFC 4616) with an empty authorization identity: ``NUL username NUL password``.
+
+    The password travels in the clear inside the stream: use it over TLS only.
+    """
+
+    name = "PLAIN"
+
+    def __init__(self, username: str, password: str) -> None:
+        """Prepare *username* and *password* with SASLprep.
+
+        :raises CredentialsError: either is empty or refused by SASLprep.
+        """
+        self._message = (
+            b"\0"
+            + prepare_credential(username, "username", query=True, allow_empty=False).encode()
+            + b"\0"
+            + prepare_credential(password, "password", query=False, allow_empty=False).encode()
+        )
+
+    def initial_response(self) -> bytes:
+        """Return ``NUL username NUL password``."""
+        return self._message
+
+
+class AnonymousMechanism(SASLMechanism):
+    """ANONYMOUS (RFC 4505): an initial response holding the optional trace information."""
+
+    name = "ANONYMOUS"
+
+    def __init__(self, trace: str = "") -> None:
+        """Remember *trace* (at most 255 characters, no control characters; may be empty)."""
+        if len(trace) > 255 or any(unicodedata.category(ch) == "Cc" for ch in trace):
+            raise ValueError("ANONYMOUS trace: at most 255 characters and no control characters")
+        self._trace = trace.encode()
+
+    def initial_response(self) -> bytes:
+        """Return the trace information (``b""`` when there is none)."""
+        return self._trace
+
+
+class ExternalMechanism(SASLMechanism):
+    """EXTERNAL (RFC 4422 App. A, XEP-0178): authentication by the TLS client certificate.
+
+    The initial response is the authorization identity, empty to let the server derive it from
+    the certificate.
+    """
+
+    name = "EXTERNAL"
+
+    def __init__(self, authzid: str | None = None) -> None:
+        """Remember the authorization identity to request (``None``: derived by the server)."""
+        self._authzid = (authzid or "").encode()
+
+    def initial_response(self) -> bytes:
+        """Return the authorization identity (``b""`` when none is requested)."""
+        return self._authzid
+
+
+# -- choosing mechanisms ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MechanismChoice:
+    """One candidate mechanism chosen by :func:`choose_mechanisms`; :meth:`build` makes it.
+
+    :ivar name: the mechanism name, e.g. ``"SCRAM-SHA-256-PLUS"``.
+    :ivar binding: for ``-PLUS`` mechanisms, the channel-binding type to use.
+    :ivar binding_supported: for SCRAM without ``-PLUS``: we could bind but the server offered
+        no ``-PLUS`` mechanism, so the GS2 header is ``y,,`` (RFC 5802 §6 downgrade detection).
+    """
+
+    name: str
+    binding: str | None = None
+    binding_supported: bool = False
+
+    @property
+    def needs_password(self) -> bool:
+        """Whether :meth:`build` needs a username and password (SCRAM, PLAIN)."""
+        return self.name not in ("ANONYMOUS", "EXTERNAL")
+
+    def build(
+        self,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        channel_binding: bytes | None = None,
+        authzid: str | None = None,
+        trace: str = "",
+    ) -> SASLMechanism:
+        """Build the mechanism.
+
+        :param username: the account's local part (SCRAM, PLAIN).
+        :param password: the password (SCRAM, PLAIN).
+        :param channel_binding: the data of the :attr:`binding` type (SCRAM ``-PLUS``).
+        :param authzid: the authorization identity for EXTERNAL.
+        :param trace: the trace information for ANONYMOUS.
+        :raises CredentialsError: the credentials are missing or unusable.
+        :raises ValueError: the mechanism is unknown, or the binding data is missing.
+        """
+        if self.name == "EXTERNAL":
+            return ExternalMechanism(authzid)
+        if self.name == "ANONYMOUS":
+            return AnonymousMechanism(trace)
+        if username is None or password is None:
+            raise CredentialsError(f"{self.name} needs a username and a password")
+        if self.name == "PLAIN":
+            return PlainMechanism(username, password)
+        from .scram import ScramMechanism  # scram.py builds on this module
+
+        binding = None
+        if self.binding is not None:
+            if not channel_binding:
+                raise ValueError(f"{self.name}: no {self.binding} channel-binding data")
+            binding = (self.binding, channel_binding)
+        return ScramMechanism(
+            self.name,
+            username,
+            password,
+            channel_binding=binding,
+            binding_supported=self.binding_supported,
+        )
+
+
+def _assess(
+    offered: Sequence[str],
+    *,
+    tls_active: bool,
+    channel_bindings: Mapping[str, bytes],
+    server_binding_types: Sequence[str] | None,
+    allow_plain_without_tls: bool,
+    anonymous: bool,
+    external: bool,
+    use_password: bool,
+) -> tuple[list[MechanismChoice], dict[str, str]]:
+    """Return the acceptable choices (best first) and, per refused offer, the reason."""
+    names = list(dict.fromkeys(name.strip().upper() for name in offered))
+    refused: dict[str, str] = {}
+    no_password = "no password is configured"
+    computable = [t for t in BINDING_TYPE_PREFERENCE if channel_bindings.get(t)]
+    usable = [t for t in computable if server_binding_types is None or t in server_binding_types]
+    binding_type = usable[0] if tls_active and usable else None
+    plus_offered = any(n.startswith("SCRAM-") and n.endswith("-PLUS") for n in names)
+    binding_supported = tls_active and bool(computable) and not plus_offered
+
+    plus: list[MechanismChoice] = []
+    scram: list[MechanismChoice] = []
+    for family in SCRAM_HASH_PREFERENCE:
+        name = f"SCRAM-{family}"
+        if f"{name}-PLUS" in names:
+            if not use_password:
+                refused[f"{name}-PLUS"] = no_password
+            elif not tls_active:
+                refused[f"{name}-PLUS"] = "channel binding needs TLS"
+            elif binding_type is None:
+                refused[f"{name}-PLUS"] = (
+                    "no channel-binding data for this TLS connection"
+                    if not computable
+                    else "no common channel-binding type (the server announces "
+                    f"{', '.join(server_binding_types or ())}; this connection has "
+                    f"{', '.join(computable)})"
+                )
+            else:
+                plus.append(MechanismChoice(f"{name}-PLUS", binding=binding_type))
+        if name in names:
+            if use_password:
+                scram.append(MechanismChoice(name, binding_supported=binding_supported))
+            else:
+                refused[name] = no_password
+
+    choices: list[MechanismChoice] = []
+    if "EXTERNAL" in names:
+        if not external:
+            refused["EXTERNAL"] = "no client certificate is configured"
+        elif not tls_active:
+            refused["EXTERNAL"] = "EXTERNAL refused without TLS"
+        else:
+            choices.append(MechanismChoice("EXTERNAL"))
+    choices += plus + scram
+    if "PLAIN" in names:
+        if not use_password:
+            refused["PLAIN"] = no_password
+        elif not (tls_active or allow_plain_without_tls):
+            refused["PLAIN"] = "PLAIN refused without TLS (allow_plain_without_tls is not set)"
+        else:
+            choices.append(MechanismChoice("PLAIN"))
+    if "ANONYMOUS" in names:
+        if anonymous:
+            choices.append(MechanismChoice("ANONYMOUS"))
+        else:
+            refused["ANONYMOUS"] = "anonymous login is not enabled"
+    chosen = {choice.name for choice in choices}
+    for name in names:
+        if name not in chosen and name not in refused:
+            refused[name] = "not supported"
+    return choices, refused
+
+
+def choose_mechanisms(
+    offered: Sequence[str],
+    *,
+    tls_active: bool,
+    channel_bindings: Mapping[str, bytes],
+    server_binding_types: Sequence[str] | None = None,
+    allow_plain_without_tls: bool = False,
+    anonymous: bool = False,
+    external: bool = False,
+    use_password: bool = True,
+) -> list[MechanismChoice]:
+    """Return the mechanisms to try among *offered*, strongest first.
+
+    The order is: EXTERNAL (only with ``external``, i.e. a client certificate, and TLS); the
+    SCRAM ``-PLUS`` variants (SHA-512, SHA-256, SHA-1) when TLS is active and a channel-binding
+    type both sides support can be computed; SCRAM without binding (same hash order); PLAIN only
+    under TLS or with ``allow_plain_without_tls``; ANONYMOUS only with ``anonymous``.
+
+    :param offered: the mechanism names from ``<mechanisms/>``.
+    :param tls_active: whether the stream runs over TLS.
+    :param channel_bindings: the binding data computable for this connection, by type (see
+        :func:`txxmppnode.channel_binding.channel_bindings`).
+    :param server_binding_types: the types announced by the server with XEP-0440
+        (``<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'/>``), or ``None`` if it announced
+        none; only those are used then.  Otherwise :data:`BINDING_TYPE_PREFERENCE` decides.
+    :param use_password: ``False`` when no username and password are configured (SCRAM and
+        PLAIN are then not chosen).
+
+    Plain SCRAM carries the GS2 header ``y,,`` when we could bind but the server offered no
+    ``-PLUS`` mechanism at all, so that a server which does support binding detects the
+    stripped offer (RFC 5802 §6); when the server offered ``-PLUS``, plain SCRAM (tried only
+    after the server refused the ``-PLUS`` candidates, or when no binding type is shared)
+    uses ``n,,``.
+
+    An empty list means nothing is acceptable: raise
+    ``SASLUnavailable(unavailable_message(...))``.
+    """
+    return _assess(
+        offered,
+        tls_active=tls_active,
+        channel_bindings=channel_bindings,
+        server_binding_types=server_binding_types,
+        allow_plain_without_tls=allow_plain_without_tls,
+        anonymous=anonymous,
+        external=external,
+        use_password=use_password,
+    )[0]
+
+
+def unavailable_message(
+    offered: Sequence[str],
+    *,
+    tls_active: bool,
+    channel_bindings: Mapping[str, bytes] | None = None,
+    server_binding_types: Sequence[str] | None = None,
+    allow_plain_without_tls: bool = False,
+    anonymous: bool = False,
+    external: bool = False,
+    use_password: bool = True,
+    refused_by_server: Iterable[MechanismRefused] = (),
+) -> str:
+    """Return the message of the :class:`~txxmppnode.errors.SASLUnavailable` to raise when no
+    mechanism is left.
+
+    Takes the arguments of :func:`choose_mechanisms`, plus the :class:`MechanismRefused` errors
+    received for the candidates that were tried; the message lists each offered mechanism with
+    the reason it was not used, e.g. ``PLAIN: PLAIN refused without TLS``.
+    """
+    if not offered:
+        return "no SASL mechanism acceptable: the server offered none"
+    _, reasons = _assess(
+        offered,
+        tls_active=tls_active,
+        channel_bindings=channel_bindings or {},
+        server_binding_types=server_binding_types,
+        allow_plain_without_tls=allow_plain_without_tls,
+        anonymous=anonymous,
+        external=external,
+        use_password=use_password,
+    )
+    for refusal in refused_by_server:
+        if refusal.mechanism:
+            reasons[refusal.mechanism] = f"refused by the server ({refusal.condition})"
+    names = list(dict.fromkeys(name.strip().upper() for name in offered))
+    details = "; ".join(f"{name}: {reasons.get(name, 'not tried')}" for name in names)
+    return f"no SASL mechanism acceptable: the server offered {', '.join(names)}; {details}"
