@@ -151,3 +151,35 @@ def pytest_runtest_makereport(
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Stop the reactor thread if a test started it."""
     get_reactor_thread().stop()
+
+
+# -- dnsmasq: a real DNS server for the SRV discovery tests -----------------------------------
+
+from tests.support.dnsmasq import (  # noqa: E402
+    DEFAULT_RECORDS,
+    DnsmasqNotInstalledError,
+    DnsmasqServer,
+)
+
+
+@pytest.fixture(scope="session")
+def dnsmasq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsmasqServer]:
+    """Start one dnsmasq per session serving :data:`tests.support.dnsmasq.DEFAULT_RECORDS`.
+
+    One domain per discovery scenario (the ``*_DOMAIN`` constants of that module).  Ask it with
+    ``dnsmasq.resolver()``, a :class:`twisted.names.client.Resolver` for this server only, created
+    in the reactor thread.
+    """
+    try:
+        server = DnsmasqServer(tmp_path_factory.mktemp("dnsmasq"), DEFAULT_RECORDS)
+    except DnsmasqNotInstalledError as error:
+        pytest.fail(
+            f"{error}. The SRV tests run a real dnsmasq; run `make test`, which installs it "
+            "(scripts/install-system-deps.sh).",
+            pytrace=False,
+        )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
