@@ -4,7 +4,12 @@ The names below are the public API; their modules are an implementation detail.
 """
 
 from . import errors
+from .connect import connect_xmlstream
+from .connector import BaseConnector, DirectTLSConnector, STARTTLSConnector, XMPPOverTLSConnector
+from .discovery import discover_connectors
 from .jid import JID
+from .security_layer import PinType, SecurityLayer
+from .security_layer import make as make_security_layer
 from .stanza import (
     IQ,
     IQType,
@@ -20,13 +25,22 @@ from .stanza import (
 __all__ = [
     "IQ",
     "JID",
+    "BaseConnector",
+    "DirectTLSConnector",
     "IQType",
     "Message",
     "MessageType",
+    "PinType",
     "Presence",
     "PresenceShow",
     "PresenceType",
+    "STARTTLSConnector",
+    "SecurityLayer",
     "Stanza",
+    "XMPPOverTLSConnector",
+    "connect_xmlstream",
+    "discover_connectors",
     "errors",
+    "make_security_layer",
     "register_element_class",
 ]

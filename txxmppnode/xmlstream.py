@@ -93,6 +93,9 @@ class XMLStream(Protocol):
         self.log = logger or Logger()
         #: The peer's most recent stream header, or ``None`` before it arrived.
         self.peer_header: StreamHeader | None = None
+        #: The SASL mechanism (and channel binding type) the stream authenticated with.
+        self.sasl_mechanism: str | None = None
+        self.sasl_channel_binding: str | None = None
         #: Emitted once, when the stream starts to end, with the reason (``None``: clean).
         self.on_closing: Signal[[BaseException | None]] = Signal("XMLStream.on_closing")
         self._parser = XMLStreamParser(max_element_bytes=max_element_bytes, max_depth=max_depth)

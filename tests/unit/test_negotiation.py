@@ -1,0 +1,171 @@
+"""Negotiation rules that a well-behaved server never exercises, over an in-memory transport."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from txxmppnode import JID
+from txxmppnode.errors import AuthenticationFailure, SASLUnavailable, TLSUnavailable
+from txxmppnode.negotiation import authenticate, negotiate
+from txxmppnode.sasl import SASLProtocolError
+from txxmppnode.security_layer import make
+from txxmppnode.xmlparser import ElementReceived, XMLStreamParser
+from txxmppnode.xmlstream import XMLStream
+
+PEER_HEADER = (
+    b"<?xml version='1.0'?><stream:stream xmlns='jabber:client'"
+    b" xmlns:stream='http://etherx.jabber.org/streams' from='example.com' id='abc'"
+    b" version='1.0'>"
+)
+SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+JULIET = JID.fromstr("juliet@example.com")
+
+
+def connected() -> tuple[XMLStream, StringTransport]:
+    transport = StringTransport()
+    stream = XMLStream("example.com", reactor=Clock())
+    stream.makeConnection(transport)
+    stream.dataReceived(PEER_HEADER)
+    transport.clear()
+    return stream, transport
+
+
+def sent_elements(transport: StringTransport) -> list[Any]:
+    parser = XMLStreamParser()
+    parser.feed(PEER_HEADER)
+    data = transport.value()
+    transport.clear()
+    return [e.element for e in parser.feed(data) if isinstance(e, ElementReceived)]
+
+
+def start_negotiation(stream: XMLStream) -> defer.Deferred[Any]:
+    layer = make("secret", trust_root=None)
+    verifier = layer.tls_verifier("example.com")
+    return defer.Deferred.fromCoroutine(
+        negotiate(stream, JULIET, layer, verifier, direct_tls=False, timeout=5)
+    )
+
+
+def test_starttls_is_sent_even_when_not_advertised() -> None:
+    stream, transport = connected()
+    result = start_negotiation(stream)
+    # features without <starttls/>, as a downgrading attacker would show them
+    stream.dataReceived(
+        b"<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+        b"<mechanism>PLAIN</mechanism></mechanisms></stream:features>"
+    )
+    (starttls,) = sent_elements(transport)
+    assert starttls.tag == "{urn:ietf:params:xml:ns:xmpp-tls}starttls"
+    stream.dataReceived(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    failure = result.result
+    result.addErrback(lambda f: None)
+    assert type(failure.value) is TLSUnavailable
+    # nothing was sent in plaintext after the refusal, no credentials in particular
+    assert b"auth" not in transport.value()
+
+
+def test_a_server_that_does_not_know_starttls_is_tls_unavailable() -> None:
+    stream, _ = connected()
+    result = start_negotiation(stream)
+    stream.dataReceived(b"<stream:features/>")
+    stream.dataReceived(
+        b"<stream:error><unsupported-stanza-type xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+        b"</stream:error>"
+    )
+    failure = result.result
+    result.addErrback(lambda f: None)
+    assert type(failure.value) is TLSUnavailable
+    assert "unsupported-stanza-type" in str(failure.value)
+
+
+def features(*mechanisms: str) -> Any:
+    stream_parser = XMLStreamParser()
+    xml = "".join(f"<mechanism>{m}</mechanism>" for m in mechanisms)
+    wanted = f"<stream:features><mechanisms xmlns='{SASL}'>{xml}</mechanisms></stream:features>"
+    events = stream_parser.feed(PEER_HEADER + wanted.encode())
+    return events[-1].element
+
+
+def run_sasl(stream: XMLStream, offered: Any, provider: Any = "secret", **options: Any) -> Any:
+    layer = make(provider, allow_plain_without_tls=True, **options)
+    return defer.Deferred.fromCoroutine(authenticate(stream, offered, JULIET, layer, 5))
+
+
+def test_plain_is_refused_without_tls_unless_opted_in() -> None:
+    stream, transport = connected()
+    layer = make("secret")
+    result = defer.Deferred.fromCoroutine(authenticate(stream, features("PLAIN"), JULIET, layer, 5))
+    failure = result.result
+    result.addErrback(lambda f: None)
+    assert type(failure.value) is SASLUnavailable
+    assert "PLAIN refused without TLS" in str(failure.value)
+    assert transport.value() == b""
+
+
+def test_sasl_protocol_violation_sends_abort() -> None:
+    stream, transport = connected()
+    result = run_sasl(stream, features("SCRAM-SHA-1"))
+    (auth,) = sent_elements(transport)
+    assert auth.get("mechanism") == "SCRAM-SHA-1"
+    # a server-first whose nonce does not extend ours
+    challenge = base64.b64encode(b"r=someone-elses-nonce,s=QSXCR+Q6sek8bf92,i=4096").decode()
+    stream.dataReceived(f"<challenge xmlns='{SASL}'>{challenge}</challenge>".encode())
+    (abort,) = sent_elements(transport)
+    assert abort.tag == f"{{{SASL}}}abort"
+    failure = result.result
+    result.addErrback(lambda f: None)
+    assert isinstance(failure.value, SASLProtocolError)
+
+
+def test_provider_is_asked_again_and_none_gives_up() -> None:
+    stream, transport = connected()
+    asked: list[int] = []
+
+    def provider(jid: JID, attempt: int) -> str | None:
+        asked.append(attempt)
+        return "first" if attempt == 0 else None
+
+    result = run_sasl(stream, features("PLAIN"), provider)
+    (auth,) = sent_elements(transport)
+    assert base64.b64decode(auth.text) == b"\x00juliet\x00first"
+    stream.dataReceived(f"<failure xmlns='{SASL}'><not-authorized/></failure>".encode())
+    failure = result.result
+    result.addErrback(lambda f: None)
+    assert asked == [0, 1]
+    assert isinstance(failure.value, AuthenticationFailure)
+    assert failure.value.condition == "aborted"
+
+
+def test_fixed_password_refused_is_not_authorized_and_not_retried() -> None:
+    stream, transport = connected()
+    result = run_sasl(stream, features("PLAIN"))
+    sent_elements(transport)
+    stream.dataReceived(
+        f"<failure xmlns='{SASL}'><not-authorized/><text>Invalid password</text></failure>".encode()
+    )
+    failure = result.result
+    result.addErrback(lambda f: None)
+    assert isinstance(failure.value, AuthenticationFailure)
+    assert failure.value.condition == "not-authorized"
+    assert failure.value.text == "Invalid password"
+    assert sent_elements(transport) == []
+
+
+@pytest.mark.parametrize("condition", ["mechanism-too-weak", "invalid-mechanism"])
+def test_mechanism_refusal_moves_to_the_next_mechanism(condition: str) -> None:
+    stream, transport = connected()
+    result = run_sasl(stream, features("SCRAM-SHA-1", "PLAIN"))
+    (first,) = sent_elements(transport)
+    assert first.get("mechanism") == "SCRAM-SHA-1"
+    stream.dataReceived(f"<failure xmlns='{SASL}'><{condition}/></failure>".encode())
+    (second,) = sent_elements(transport)
+    assert second.get("mechanism") == "PLAIN"
+    stream.dataReceived(f"<success xmlns='{SASL}'/>".encode())
+    assert result.called and result.result is None
+    assert stream.sasl_mechanism == "PLAIN"

@@ -1,0 +1,159 @@
+"""connect_xmlstream: try every way to reach the server until one gives an authenticated stream.
+
+The order is ``override_peer`` first, then what DNS discovery finds
+(:func:`~txxmppnode.discovery.discover_connectors`), looked up only if every override failed.
+How each failure steers the search:
+
+=========================================  =================================================
+failure of one option                      what happens
+=========================================  =================================================
+:class:`~txxmppnode.errors.AuthenticationFailure`, ``None`` from the password provider
+                                           stop at once: another server of the same domain
+                                           would refuse the same credentials
+``see-other-host`` stream error            follow it (up to :data:`MAX_REDIRECTS` hops), with
+                                           the same connector, before the next option
+anything else (network errors, timeouts,   remembered; the next option is tried
+TLS failures, SASL unavailable, ...)
+=========================================  =================================================
+
+When nothing worked: the :class:`~txxmppnode.errors.TLSFailure` if one occurred (a certificate
+problem must not hide behind a generic error), otherwise
+:class:`~txxmppnode.errors.MultiOSError` with every error in the order tried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from twisted.internet import defer, interfaces
+from twisted.logger import Logger
+
+from .connector import BaseConnector, ConnectResult
+from .discovery import discover_connectors
+from .errors import (
+    AuthenticationFailure,
+    MultiOSError,
+    StreamError,
+    StreamErrorCondition,
+    TLSFailure,
+)
+from .jid import JID
+
+if TYPE_CHECKING:
+    from .security_layer import SecurityLayer
+
+#: How many ``see-other-host`` redirects are followed from one option.
+MAX_REDIRECTS: Final = 5
+_log = Logger()
+
+PeerOption = tuple[str, int, BaseConnector]
+
+
+def connect_xmlstream(
+    jid: JID | str,
+    security_layer: SecurityLayer,
+    negotiation_timeout: float = 60.0,
+    override_peer: Sequence[PeerOption] = (),
+    reactor: Any = None,
+    logger: Logger | None = None,
+    *,
+    resolver: interfaces.IResolver | None = None,
+) -> defer.Deferred[ConnectResult]:
+    """Connect and authenticate a stream for *jid*; fire with ``(transport, xmlstream, features)``.
+
+    :param negotiation_timeout: seconds allowed for the TCP connection and for each step of
+        the negotiation.
+    :param override_peer: ``(host, port, connector)`` options tried before discovery.
+    :param resolver: the DNS resolver for discovery (an ``IResolver``); the system's when None.
+    :raises ValueError: if the domain announces that it offers no XMPP service, or there is no
+        option at all.
+    :raises TLSFailure: if every option failed and one of them on TLS.
+    :raises MultiOSError: if every option failed, with each error in order.
+    :raises AuthenticationFailure: at once, when the credentials are refused.
+
+    Cancelling the Deferred closes any half-open connection.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    jid = JID.fromstr(jid) if isinstance(jid, str) else jid
+    log = logger or _log
+    return defer.Deferred.fromCoroutine(
+        _connect(
+            jid, security_layer, negotiation_timeout, list(override_peer), reactor, log, resolver
+        )
+    )
+
+
+async def _connect(
+    jid: JID,
+    security_layer: SecurityLayer,
+    timeout: float,
+    override_peer: list[PeerOption],
+    reactor: Any,
+    log: Logger,
+    resolver: interfaces.IResolver | None,
+) -> ConnectResult:
+    errors: list[BaseException] = []
+    result = await _try_options(jid, security_layer, timeout, override_peer, reactor, log, errors)
+    if result is None:
+        discovered = await discover_connectors(jid.domain, resolver, reactor=reactor)
+        result = await _try_options(jid, security_layer, timeout, discovered, reactor, log, errors)
+    if result is not None:
+        return result
+    if not errors:
+        raise ValueError(f"no connection options for {jid.domain}")
+    tls_failure = next((e for e in errors if isinstance(e, TLSFailure)), None)
+    if tls_failure is not None:
+        raise tls_failure
+    raise MultiOSError(f"could not connect to {jid.domain}", errors)
+
+
+async def _try_options(
+    jid: JID,
+    security_layer: SecurityLayer,
+    timeout: float,
+    options: Sequence[PeerOption],
+    reactor: Any,
+    log: Logger,
+    errors: list[BaseException],
+) -> ConnectResult | None:
+    for host, port, connector in options:
+        for _hop in range(MAX_REDIRECTS + 1):
+            log.info("connecting to {host}:{port} ({connector!r})", host=host, port=port,
+                     connector=connector)  # fmt: skip
+            try:
+                return await connector.connect(
+                    jid, security_layer, host, port, negotiation_timeout=timeout,
+                    reactor=reactor, logger=log,
+                )  # fmt: skip
+            except AuthenticationFailure:
+                raise
+            except StreamError as error:
+                errors.append(error)
+                if (
+                    error.condition is not StreamErrorCondition.SEE_OTHER_HOST
+                    or not error.see_other_host
+                ):
+                    break
+                host, port = _split_host(error.see_other_host, port)
+                log.info("redirected to {host}:{port}", host=host, port=port)
+            except (OSError, defer.TimeoutError) as error:
+                log.info("{host}:{port} failed: {error}", host=host, port=port, error=error)
+                errors.append(error)
+                break
+    return None
+
+
+def _split_host(address: str, default_port: int) -> tuple[str, int]:
+    """Split ``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` (RFC 6120 §4.9.3.19)."""
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif address.count(":") == 1:
+        host, _, port = address.partition(":")
+    else:
+        host, port = address, ""
+    return host, int(port) if port.isdigit() else default_port

@@ -1,0 +1,124 @@
+"""How to reach an XMPP server: STARTTLS on a plain TCP port, or TLS from the first byte.
+
+A connector is one of the ``(host, port, connector)`` options that
+:func:`~txxmppnode.discovery.discover_connectors` returns and ``override_peer`` takes.
+:meth:`BaseConnector.connect` opens TCP with Twisted's ``HostnameEndpoint`` (every address of
+the host, happy eyeballs, a connect timeout), runs the stream negotiation and returns the
+authenticated stream.  Certificates are always checked against the JID's domain, never against
+the host connected to.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from lxml import etree
+from twisted.internet import defer, endpoints, error, interfaces
+from twisted.logger import Logger
+
+from .negotiation import negotiate
+from .xmlstream import XMLStream
+
+if TYPE_CHECKING:
+    from .jid import JID
+    from .security_layer import SecurityLayer
+
+ConnectResult = tuple[interfaces.ITransport, XMLStream, etree._Element]
+
+
+class BaseConnector:
+    """A way to open an XML stream to a host and port.  Connectors are stateless values."""
+
+    #: True when TLS starts right after the TCP connection (XEP-0368).
+    direct_tls: ClassVar[bool] = False
+    #: ALPN protocols offered in the TLS handshake.
+    alpn: ClassVar[tuple[bytes, ...]] = ()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+    def connect(
+        self,
+        jid: JID,
+        security_layer: SecurityLayer,
+        host: str,
+        port: int,
+        *,
+        negotiation_timeout: float,
+        reactor: interfaces.IReactorTCP,
+        logger: Logger | None = None,
+    ) -> defer.Deferred[ConnectResult]:
+        """Connect to *host*:*port* and negotiate a stream for *jid*.
+
+        The Deferred fires with ``(transport, xmlstream, features)``, the features being those
+        after authentication.  Cancelling it closes the half-open connection.
+        """
+        verifier = security_layer.tls_verifier(jid.domain, alpn=self.alpn)
+        endpoint: interfaces.IStreamClientEndpoint = endpoints.HostnameEndpoint(
+            reactor, host, port, timeout=negotiation_timeout
+        )
+        if self.direct_tls:
+            endpoint = endpoints.wrapClientTLS(verifier, endpoint)
+        xmlstream = XMLStream(jid.domain, reactor=reactor, logger=logger)  # type: ignore[arg-type]
+
+        async def connect_and_negotiate() -> ConnectResult:
+            try:
+                try:
+                    await endpoints.connectProtocol(  # type: ignore[no-untyped-call]
+                        endpoint, xmlstream
+                    )
+                except error.ConnectError as failure:
+                    raise _builtin_error(failure) from failure
+                features = await negotiate(
+                    xmlstream,
+                    jid,
+                    security_layer,
+                    verifier,
+                    direct_tls=self.direct_tls,
+                    timeout=negotiation_timeout,
+                )
+            except BaseException:
+                # a failed or cancelled negotiation leaves nothing open behind it
+                if xmlstream.transport is not None:
+                    xmlstream.abort()
+                raise
+            assert xmlstream.transport is not None
+            return (xmlstream.transport, xmlstream, features)
+
+        return defer.Deferred.fromCoroutine(connect_and_negotiate())
+
+
+def _builtin_error(failure: error.ConnectError) -> OSError:
+    """Twisted's connection errors as the built-in exceptions callers catch.
+
+    Twisted's are not :class:`OSError` subclasses; the rest of the library reports network
+    failures as :class:`ConnectionError` and :class:`TimeoutError`.
+    """
+    if isinstance(failure, error.ConnectionRefusedError):
+        return ConnectionRefusedError(str(failure))
+    if isinstance(failure, error.TimeoutError):
+        return TimeoutError(str(failure))
+    return ConnectionError(str(failure))
+
+
+class STARTTLSConnector(BaseConnector):
+    """Plain TCP, then ``<starttls/>`` before anything else (RFC 6120 §5)."""
+
+    direct_tls = False
+
+
+class DirectTLSConnector(BaseConnector):
+    """TLS from the first byte, with ALPN ``xmpp-client`` (XEP-0368)."""
+
+    direct_tls = True
+    alpn = (b"xmpp-client",)
+
+
+#: The name the reference API uses for :class:`DirectTLSConnector`.
+XMPPOverTLSConnector = DirectTLSConnector
