@@ -264,7 +264,7 @@ class XMLStreamParser:
                             # libxml2 reports an undeclared prefix only when a document is
                             # closed, which a stream never is.  Checked on top-level names
                             # only: walking every nested name would halve the throughput.
-                            raise NotWellFormed(f"undeclared namespace prefix in <{tag}>")
+                            raise NotWellFormed(f"undeclared namespace prefix in {tag!r}")
                         # Detached, so memory stays flat.  lxml declares the inherited default
                         # namespace on it with a generated prefix (``ns0:``): the same XML
                         # names, and :func:`~txxmppnode.xmlwriter.serialize` writes it plainly.
