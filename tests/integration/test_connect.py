@@ -369,3 +369,104 @@ def test_anonymous_login_when_asked_for(
     conn = connect(server.domain, security, override_peer=direct(server))
     assert conn.xmlstream.sasl_mechanism == "ANONYMOUS"
     assert conn.features.find(BIND) is not None
+
+
+class Redirecting(protocol.Protocol):
+    """Opens a stream and at once redirects the client elsewhere with see-other-host."""
+
+    target = ""
+
+    def dataReceived(self, data: bytes) -> None:
+        if b"<stream:stream" in data:
+            self.transport.write(
+                b"<?xml version='1.0'?><stream:stream xmlns='jabber:client'"
+                b" xmlns:stream='http://etherx.jabber.org/streams' from='xmppnode.test'"
+                b" id='r1' version='1.0'><stream:error><see-other-host"
+                b" xmlns='urn:ietf:params:xml:ns:xmpp-streams'>"
+                + self.target.encode()
+                + b"</see-other-host></stream:error></stream:stream>"
+            )
+            self.transport.loseConnection()
+
+
+def test_see_other_host_is_followed(
+    prosody: ProsodyServer, connect: Callable[..., Connected], reactor_thread: ReactorThread
+) -> None:
+    class ToProsody(Redirecting):
+        target = f"127.0.0.1:{prosody.starttls_port}"
+
+    def listen() -> Any:
+        return reactor.listenTCP(  # type: ignore[attr-defined]
+            0, protocol.Factory.forProtocol(ToProsody), interface="127.0.0.1"
+        )
+
+    port = reactor_thread.run(listen)
+    try:
+        redirector = [("127.0.0.1", port.getHost().port, STARTTLSConnector())]
+        conn = connect(prosody.jid("juliet"), layer(prosody), override_peer=redirector)
+    finally:
+        reactor_thread.run(port.stopListening)
+    assert conn.transport.getPeer().port == prosody.starttls_port
+    assert conn.features.find(BIND) is not None
+
+
+def test_redirect_loops_are_bounded(prosody: ProsodyServer, reactor_thread: ReactorThread) -> None:
+    class ToItself(Redirecting):
+        pass
+
+    def listen() -> Any:
+        return reactor.listenTCP(  # type: ignore[attr-defined]
+            0, protocol.Factory.forProtocol(ToItself), interface="127.0.0.1"
+        )
+
+    port = reactor_thread.run(listen)
+    ToItself.target = f"127.0.0.1:{port.getHost().port}"
+    try:
+        error = failure_of(
+            reactor_thread,
+            JID.fromstr(prosody.jid("juliet")),
+            layer(prosody),
+            override_peer=[("127.0.0.1", port.getHost().port, STARTTLSConnector())],
+            resolver=_refusing_resolver(),
+        )
+    finally:
+        reactor_thread.run(port.stopListening)
+    assert isinstance(error, MultiOSError)
+    redirects = [e for e in error.exceptions if "see-other-host" in str(e)]
+    assert len(redirects) == 1 + 5  # the first answer and five followed hops
+
+
+def test_cancelling_closes_the_half_open_connection(
+    prosody: ProsodyServer, reactor_thread: ReactorThread
+) -> None:
+    closed: defer.Deferred[None] = defer.Deferred()
+    connected: defer.Deferred[None] = defer.Deferred()
+    outcome: list[BaseException] = []
+
+    class Watching(protocol.Protocol):
+        def connectionMade(self) -> None:
+            connected.callback(None)
+
+        def connectionLost(self, reason: Any = None) -> None:
+            closed.callback(None)
+
+    def start() -> Any:
+        port = reactor.listenTCP(  # type: ignore[attr-defined]
+            0, protocol.Factory.forProtocol(Watching), interface="127.0.0.1"
+        )
+        attempt = connect_xmlstream(
+            JID.fromstr(prosody.jid("juliet")),
+            layer(prosody),
+            override_peer=[("127.0.0.1", port.getHost().port, STARTTLSConnector())],
+        )
+        attempt.addErrback(lambda f: outcome.append(f.value))
+        return port, attempt
+
+    port, attempt = reactor_thread.run(start)
+    try:
+        reactor_thread.run(lambda: connected, timeout=5)  # the stream is half open
+        reactor_thread.run(attempt.cancel)
+        reactor_thread.run(lambda: closed, timeout=5)  # and the server saw it closed
+    finally:
+        reactor_thread.run(port.stopListening)
+    assert [type(e) for e in outcome] == [defer.CancelledError]
