@@ -4,17 +4,13 @@ The order is ``override_peer`` first, then what DNS discovery finds
 (:func:`~txxmppnode.discovery.discover_connectors`), looked up only if every override failed.
 How each failure steers the search:
 
-=========================================  =================================================
-failure of one option                      what happens
-=========================================  =================================================
-:class:`~txxmppnode.errors.AuthenticationFailure`, ``None`` from the password provider
-                                           stop at once: another server of the same domain
-                                           would refuse the same credentials
-``see-other-host`` stream error            follow it (up to :data:`MAX_REDIRECTS` hops), with
-                                           the same connector, before the next option
-anything else (network errors, timeouts,   remembered; the next option is tried
-TLS failures, SASL unavailable, ...)
-=========================================  =================================================
+* :class:`~txxmppnode.errors.AuthenticationFailure` (``None`` from the password provider
+  included): stop at once, since another server of the same domain would refuse the same
+  credentials;
+* a ``see-other-host`` stream error: follow it, up to :data:`MAX_REDIRECTS` hops, with the same
+  connector, before the next option;
+* anything else (network errors, timeouts, TLS failures, SASL unavailable, ...): remembered,
+  and the next option is tried.
 
 When nothing worked: the :class:`~txxmppnode.errors.TLSFailure` if one occurred (a certificate
 problem must not hide behind a generic error), otherwise
