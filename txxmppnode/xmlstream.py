@@ -93,6 +93,8 @@ class XMLStream(Protocol):
         self.log = logger or Logger()
         #: The peer's most recent stream header, or ``None`` before it arrived.
         self.peer_header: StreamHeader | None = None
+        #: When the last byte arrived (``reactor.seconds()``), for liveness checks.
+        self.last_received = reactor.seconds()
         #: The SASL mechanism (and channel binding type) the stream authenticated with.
         self.sasl_mechanism: str | None = None
         self.sasl_channel_binding: str | None = None
@@ -266,14 +268,21 @@ class XMLStream(Protocol):
             handshake_waiter.errback(failure)
         self.on_closing.emit(reason)
 
-    def _fail(self, reason: BaseException, *, send: StreamError | None = None) -> None:
-        """End the stream because of *reason*, sending *send* as our stream error first."""
+    def fail(self, error: StreamError, detail: etree._Element | None = None) -> None:
+        """Send *error* (with an application-specific *detail* element) and end the stream."""
+        element = error.to_element()
+        if detail is not None:
+            element.append(detail)
+        self._fail(error, send=element)
+
+    def _fail(self, reason: BaseException, *, send: etree._Element | None = None) -> None:
+        """End the stream because of *reason*, sending the stream error *send* first."""
         if self._closing:
             return
         self._begin_closing(reason)
         assert self.transport is not None
         if send is not None:
-            self.transport.write(serialize(send.to_element()))
+            self.transport.write(serialize(send))
         self.transport.write(STREAM_FOOTER)
         self.transport.loseConnection()
 
@@ -281,15 +290,17 @@ class XMLStream(Protocol):
         """Send a stream error about the peer's input and end the stream."""
         error = StreamError(condition, text, sent_by_us=True)
         self.log.warn("refusing the peer's stream: {error}", error=error)
-        self._fail(error, send=error)
+        self._fail(error, send=error.to_element())
 
     # -- Protocol -------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
         self._connected = True
+        self.last_received = self.reactor.seconds()
         self._send_header()
 
     def dataReceived(self, data: bytes) -> None:
+        self.last_received = self.reactor.seconds()
         if self._closing and self._closing_reason is not None:
             return  # failing: nothing the peer says matters any more
         try:

@@ -1,0 +1,616 @@
+"""StanzaStream: the stanza layer that outlives single connections.
+
+One :class:`StanzaStream` serves a client for its whole life.  It is *attached* to one
+:class:`~txxmppnode.xmlstream.XMLStream` at a time and holds everything that must survive a
+network fault: the send queue, the stanzas the server has not acknowledged yet, and the IQ
+requests waiting for a response.
+
+Life cycle, driven by the client::
+
+    stream.start(xmlstream, bound_jid, sm=True)    fresh session (after resource binding)
+    ... the connection breaks ...
+    stream.suspend(reason)                          state kept; enqueue() still works
+    await stream.resume(xmlstream)                  True: resumed, nothing lost
+                                                    False: refused, state destroyed -> bind, start
+    stream.destroy(reason)                          for good: unacked and queued tokens fail
+
+Sending: :meth:`enqueue` checks and serialises the stanza at once (a stanza that cannot be sent
+fails here, with nothing written), and the queue is written in one transport write per reactor
+turn, followed by an ``<r/>`` when stream management is on.
+
+Receiving: the stream answers ``<r/>`` at once, applies ``<a/>``, counts stanzas for XEP-0198,
+matches IQ responses (:mod:`~txxmppnode.iq_tracker`), runs IQ request handlers and message and
+presence callbacks (:mod:`~txxmppnode.dispatch`), answers pings, and answers requests it cannot
+serve with ``service-unavailable`` and broken ones with ``bad-request`` -- never an error with an
+error.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from inspect import isawaitable
+from typing import Any, Final
+
+from lxml import etree
+from twisted.internet import defer, interfaces
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from . import namespaces
+from .dispatch import Dispatcher
+from .errors import (
+    DestructionRequested,
+    ErrorCondition,
+    StreamError,
+    StreamErrorCondition,
+    XMPPError,
+)
+from .iq_tracker import IQTracker, response_payload
+from .jid import JID
+from .liveness import LivenessMonitor
+from .signal import Signal
+from .sm import HandledCountTooHigh, ResendPolicy, StreamManagement
+from .stanza import IQ, IQType, Message, Presence, Stanza, make_error_reply
+from .token import StanzaState, StanzaToken
+from .xmlstream import XMLStream
+from .xmlwriter import serialize
+
+SM: Final = namespaces.STREAM_MANAGEMENT
+_R: Final = f"<r xmlns='{SM}'/>".encode()
+_PING: Final = f"{{{namespaces.PING}}}ping"
+
+
+def _sm(name: str, **attributes: str) -> etree._Element:
+    element = etree.Element(f"{{{SM}}}{name}", nsmap={None: SM})
+    for key, value in attributes.items():
+        element.set(key, value)
+    return element
+
+
+def _seconds(value: timedelta | float | None) -> float | None:
+    return value.total_seconds() if isinstance(value, timedelta) else value
+
+
+class StanzaStream:
+    """Queues, IQ correlation, dispatch and XEP-0198 over successive XML streams.
+
+    :param local_jid: our account; the bound full JID replaces it at :meth:`start`.
+    :param reactor: the clock and the turn-based write batching (an ``IReactorTime``).
+    :param soft_timeout: silence before asking the server for a sign of life.
+    :param round_trip_time: further silence before the connection is given up.
+    :param resend_policy: what to do with unacknowledged stanzas when the server refuses a
+        resumption without saying what it received (see :class:`~txxmppnode.sm.ResendPolicy`).
+    """
+
+    def __init__(
+        self,
+        local_jid: JID,
+        *,
+        reactor: Any,
+        logger: Logger | None = None,
+        soft_timeout: timedelta | None = timedelta(seconds=60),
+        round_trip_time: timedelta | None = timedelta(seconds=60),
+        resend_policy: ResendPolicy = ResendPolicy.DISCONNECT,
+    ) -> None:
+        self.local_jid = local_jid
+        self.reactor = reactor
+        self.log = logger or Logger()
+        self.soft_timeout = soft_timeout
+        self.round_trip_time = round_trip_time
+        self.resend_policy = resend_policy
+        self.dispatcher = Dispatcher()
+        d = self.dispatcher
+        # the filter chains, for the services and the application
+        self.app_inbound_message_filter = d.app_inbound_message_filter
+        self.service_inbound_message_filter = d.service_inbound_message_filter
+        self.app_inbound_presence_filter = d.app_inbound_presence_filter
+        self.service_inbound_presence_filter = d.service_inbound_presence_filter
+        self.app_outbound_message_filter = d.app_outbound_message_filter
+        self.service_outbound_message_filter = d.service_outbound_message_filter
+        self.app_outbound_presence_filter = d.app_outbound_presence_filter
+        self.service_outbound_presence_filter = d.service_outbound_presence_filter
+        #: Emitted with the reason when the stream's state is lost (tokens failed, IQs failed).
+        self.on_stream_destroyed: Signal[[BaseException | None]] = Signal(
+            "StanzaStream.on_stream_destroyed"
+        )
+        #: Emitted with the reason when the attached XML stream ends (the session is
+        #: suspended: resume it or destroy it).
+        self.on_connection_lost: Signal[[BaseException | None]] = Signal(
+            "StanzaStream.on_connection_lost"
+        )
+        self._sm = StreamManagement()
+        self._iq = IQTracker(reactor)
+        self._iq.local_jid = local_jid
+        self._queue: deque[StanzaToken] = deque()
+        # the serialised stanza of each token still to be written or acknowledged
+        self._data: dict[StanzaToken, bytes] = {}
+        self._xmlstream: XMLStream | None = None
+        self._flush_call: interfaces.IDelayedCall | None = None
+        self._sm_pending: defer.Deferred[etree._Element] | None = None
+        self._held = False  # writing waits for the answer to <enable/> or <resume/>
+        self._liveness: LivenessMonitor | None = None
+        self.register_iq_request_handler(IQType.GET, _PING, lambda iq: None)
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True while attached to an XML stream."""
+        return self._xmlstream is not None
+
+    @property
+    def sm_enabled(self) -> bool:
+        """Whether XEP-0198 stream management is on for the current session."""
+        return self._sm.sm_enabled
+
+    @property
+    def sm_id(self) -> str | None:
+        return self._sm.sm_id
+
+    @property
+    def sm_resumable(self) -> bool:
+        return self._sm.sm_resumable
+
+    @property
+    def sm_max(self) -> int | None:
+        return self._sm.sm_max
+
+    @property
+    def sm_location(self) -> str | None:
+        return self._sm.sm_location
+
+    @property
+    def sm_outbound_base(self) -> int:
+        return self._sm.sm_outbound_base
+
+    @property
+    def sm_inbound_ctr(self) -> int:
+        return self._sm.sm_inbound_ctr
+
+    @property
+    def sm_unacked_list(self) -> list[StanzaToken]:
+        """The stanzas sent but not acknowledged, oldest first (a copy)."""
+        return self._sm.sm_unacked_list
+
+    @property
+    def queue_length(self) -> int:
+        """Stanzas waiting to be written."""
+        return len(self._queue)
+
+    # -- registration (delegated to the dispatcher) -----------------------------------------
+
+    def register_iq_request_handler(
+        self, type_: Any, payload_tag: str, handler: Any, *, with_send_reply: bool = False
+    ) -> None:
+        """Serve IQ requests of *type_* whose payload is *payload_tag* (Clark notation).
+
+        *handler(iq)* returns the result payload (an element or ``None``), a Deferred or an
+        awaitable of one, or raises :class:`~txxmppnode.errors.XMPPError` for an error reply;
+        any other exception becomes ``undefined-condition`` and is logged.  With
+        *with_send_reply*, it is called as ``handler(iq, send_reply)`` and may call
+        ``send_reply(payload_or_error)`` itself to answer before it returns.
+
+        :raises ValueError: if a handler is registered for the pair already.
+        """
+        self.dispatcher.register_iq_request_handler(
+            type_, payload_tag, handler, with_send_reply=with_send_reply
+        )
+
+    def unregister_iq_request_handler(self, type_: Any, payload_tag: str) -> None:
+        self.dispatcher.unregister_iq_request_handler(type_, payload_tag)
+
+    def register_message_callback(self, type_: Any, from_: Any, cb: Callable[..., Any]) -> None:
+        self.dispatcher.register_message_callback(type_, from_, cb)
+
+    def unregister_message_callback(self, type_: Any, from_: Any) -> None:
+        self.dispatcher.unregister_message_callback(type_, from_)
+
+    def register_presence_callback(self, type_: Any, from_: Any, cb: Callable[..., Any]) -> None:
+        self.dispatcher.register_presence_callback(type_, from_, cb)
+
+    def unregister_presence_callback(self, type_: Any, from_: Any) -> None:
+        self.dispatcher.unregister_presence_callback(type_, from_)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def enqueue(self, stanza: Stanza, **kwargs: Any) -> StanzaToken:
+        """Queue *stanza* for sending; return its token.
+
+        The stanza gets an unpredictable id if it has none, is checked (RFC 6120 rules) and
+        serialised now; outbound filters run now too.
+
+        :raises ValueError: the stanza is invalid or cannot be serialised; nothing is queued.
+        """
+        stanza.autoset_id()
+        stanza.validate()
+        token = StanzaToken(stanza, **kwargs)
+        filtered: Stanza | None = stanza
+        if isinstance(stanza, Message | Presence):
+            filtered = self.dispatcher.filter_outbound(stanza)
+        if filtered is None:
+            token._set_state(StanzaState.DROPPED)
+            return token
+        self._data[token] = serialize(filtered)
+        self._queue.append(token)
+        self._schedule_flush()
+        return token
+
+    def send(
+        self, stanza: Stanza, *, timeout: float | None = None, cb: Callable[[IQ], Any] | None = None
+    ) -> defer.Deferred[Any]:
+        """Send *stanza*; for an IQ request, fire with the response's payload.
+
+        :raises ValueError: *cb* given for anything but an IQ request.
+        :raises XMPPError: the response is an error.
+        :raises ErroneousStanza: the response cannot be understood.
+        :raises TimeoutError: no response in *timeout* seconds.
+        """
+        is_request = isinstance(stanza, IQ) and stanza.type_.is_request
+        if cb is not None and not is_request:
+            return defer.fail(ValueError("cb is only allowed with IQ requests"))
+        try:
+            token = self.enqueue(stanza)
+        except ValueError as exc:
+            return defer.fail(exc)
+        if not is_request:
+            return token.deferred()
+        assert isinstance(stanza, IQ)
+        response = self._iq.expect(stanza, timeout)
+        return defer.Deferred.fromCoroutine(self._request(token, response, cb))
+
+    async def _request(
+        self, token: StanzaToken, response: defer.Deferred[IQ], cb: Callable[[IQ], Any] | None
+    ) -> Any:
+        # The response proves the server got the request, so it is not held up waiting for
+        # the acknowledgement; but if the request can never reach the server, fail now.
+        request_id = token.stanza.get("id") or ""
+
+        def undeliverable(failure: Failure) -> None:
+            self._iq.fail(request_id, failure.value or ConnectionError("not delivered"))
+
+        token.deferred().addErrback(undeliverable)
+        reply = await response
+        if cb is not None:
+            outcome = cb(reply)
+            if isawaitable(outcome):
+                outcome = await outcome
+            if outcome is not None:
+                return outcome
+        return response_payload(reply)
+
+    def _schedule_flush(self) -> None:
+        if self._flush_call is None and self._xmlstream is not None and not self._held:
+            self._flush_call = self.reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        """Write everything queued in one transport write (one batch per reactor turn)."""
+        self._flush_call = None
+        xmlstream = self._xmlstream
+        if xmlstream is None or self._held or not self._queue:
+            return
+        batch: list[bytes] = []
+        while self._queue:
+            token = self._queue.popleft()
+            if token.state is not StanzaState.ACTIVE:
+                self._data.pop(token, None)  # aborted while queued
+                continue
+            batch.append(self._data[token])
+            if self._sm.sm_enabled:
+                self._sm.on_sent(token)
+            else:
+                self._data.pop(token, None)
+                token._set_state(StanzaState.SENT_WITHOUT_SM)
+        if self._sm.sm_enabled and batch:
+            batch.append(_R)
+        if batch:
+            try:
+                xmlstream.send_raw(b"".join(batch))
+            except ConnectionError as exc:
+                self.log.info("write failed, keeping the stanzas for later: {error}", error=exc)
+
+    def _forget_acked(self, tokens: Iterable[StanzaToken]) -> None:
+        for token in tokens:
+            self._data.pop(token, None)
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(
+        self,
+        xmlstream: XMLStream,
+        bound_jid: JID,
+        *,
+        sm: bool = False,
+        resumption_timeout: int | None = None,
+    ) -> defer.Deferred[bool]:
+        """Attach to a freshly bound *xmlstream*; with *sm*, enable stream management first.
+
+        The Deferred fires with whether stream management got enabled; the queue is written
+        once the server answered ``<enable/>`` (so every stanza is counted) or at once.
+        """
+        self.local_jid = bound_jid
+        self._iq.local_jid = bound_jid
+        self._attach(xmlstream)
+        if not sm:
+            self._release()
+            return defer.succeed(False)
+        attributes = {"resume": "false" if resumption_timeout == 0 else "true"}
+        if resumption_timeout:
+            attributes["max"] = str(int(resumption_timeout))
+        return defer.Deferred.fromCoroutine(self._enable(xmlstream, attributes))
+
+    async def _enable(self, xmlstream: XMLStream, attributes: dict[str, str]) -> bool:
+        answer = await self._sm_exchange(xmlstream, _sm("enable", **attributes))
+        if answer.tag == f"{{{SM}}}enabled":
+            max_ = answer.get("max")
+            self._sm.on_enabled(
+                answer.get("id"),
+                answer.get("resume") in ("true", "1"),
+                int(max_) if max_ and max_.isdigit() else None,
+                answer.get("location"),
+            )
+            self.log.info(
+                "stream management enabled (resumable: {resumable})",
+                resumable=self._sm.sm_resumable,
+            )
+        else:
+            self.log.info("the server refused stream management")
+        self._release()
+        return self._sm.sm_enabled
+
+    async def resume(self, xmlstream: XMLStream) -> bool:
+        """Resume the suspended session on *xmlstream* (authenticated, not bound).
+
+        True: resumed; the unacknowledged stanzas are written again in their original order,
+        before anything queued meanwhile.  False: the server refused; the old session is
+        destroyed (see :attr:`resend_policy`) and the caller binds and :meth:`start` s anew.
+        """
+        if not (self._sm.sm_enabled and self._sm.sm_resumable and self._sm.sm_id):
+            raise RuntimeError("there is no resumable session")
+        self._attach(xmlstream)
+        request = _sm("resume", previd=self._sm.sm_id, h=str(self._sm.ack_answer()))
+        answer = await self._sm_exchange(xmlstream, request)
+        h = answer.get("h")
+        if answer.tag == f"{{{SM}}}resumed":
+            unacked = self._sm.sm_unacked_list
+            try:
+                resend = self._sm.on_resumed(int(h or ""))
+            except (ValueError, HandledCountTooHigh) as exc:
+                self._protocol_violation(exc)
+                raise
+            self._forget_acked(t for t in unacked if t.state is StanzaState.ACKED)
+            data = b"".join(self._data[t] for t in resend)
+            if data:
+                xmlstream.send_raw(data + _R)
+            self._release()
+            self.log.info("stream resumed; {n} stanzas sent again", n=len(resend))
+            return True
+        handled = int(h) if h and h.isdigit() else None
+        try:
+            outcome = self._sm.on_resume_failed(handled, policy=self.resend_policy)
+        except HandledCountTooHigh as exc:
+            self.log.warn("ignoring the h of a refused resumption: {error}", error=exc)
+            outcome = self._sm.on_resume_failed(None, policy=self.resend_policy)
+        for token in reversed(outcome.resend):
+            self._queue.appendleft(token)
+        self._forget_acked(outcome.acked)
+        self._forget_acked(outcome.disconnected)
+        self.log.info("resumption refused; {n} stanzas will be sent again", n=len(outcome.resend))
+        self._detach()
+        self._iq.fail_all(ConnectionError("the stream could not be resumed"))
+        self.on_stream_destroyed.emit(ConnectionError("the stream could not be resumed"))
+        return False
+
+    async def _sm_exchange(self, xmlstream: XMLStream, request: etree._Element) -> etree._Element:
+        """Send an SM request and wait for the answer, which the element handler sees first."""
+        self._held = True
+        self._sm_pending = defer.Deferred()
+        waiting = self._sm_pending
+        xmlstream.send(request)
+        return await waiting
+
+    def _fail_sm_pending(self, reason: BaseException | None) -> None:
+        pending, self._sm_pending = self._sm_pending, None
+        if pending is not None and not pending.called:
+            pending.errback(reason or ConnectionError("the stream closed"))
+
+    def suspend(self, reason: BaseException | None = None) -> None:
+        """The XML stream is gone but the session may be resumed: keep every state."""
+        self.log.info("stream suspended: {reason}", reason=reason)
+        self._detach()
+
+    def destroy(self, reason: BaseException | None = None) -> None:
+        """Lose the session: queued and unacknowledged stanzas and pending IQs fail."""
+        self._detach()
+        failure = reason or DestructionRequested("the stream was destroyed")
+        self._iq.fail_all(failure)
+        self._forget_acked(self._sm.destroy())
+        queued, self._queue = self._queue, deque()
+        for token in queued:
+            self._data.pop(token, None)
+            if token.state is StanzaState.ACTIVE:
+                token._set_state(StanzaState.DISCONNECTED)
+        self.on_stream_destroyed.emit(reason)
+
+    def _attach(self, xmlstream: XMLStream) -> None:
+        self._xmlstream = xmlstream
+        self._held = True
+        xmlstream.set_element_handler(self._on_element)
+        xmlstream.on_closing.connect(lambda reason: self._on_closing(xmlstream, reason))
+        self._liveness = LivenessMonitor(
+            self.reactor,
+            lambda: xmlstream.last_received,
+            _seconds(self.soft_timeout),
+            _seconds(self.round_trip_time),
+            self._on_soft_limit,
+            lambda: xmlstream.abort(TimeoutError(self._silence_message())),
+        )
+        self._liveness.start()
+
+    def _silence_message(self) -> str:
+        seconds = (_seconds(self.soft_timeout) or 0) + (_seconds(self.round_trip_time) or 0)
+        return f"nothing received from the server for {seconds:g}s"
+
+    def _release(self) -> None:
+        self._held = False
+        self._schedule_flush()
+
+    def _detach(self) -> None:
+        if self._liveness is not None:
+            self._liveness.stop()
+            self._liveness = None
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        if self._xmlstream is not None:
+            self._xmlstream.set_element_handler(None)
+        self._xmlstream = None
+        self._fail_sm_pending(ConnectionError("the stream was detached"))
+
+    def _on_closing(self, xmlstream: XMLStream, reason: BaseException | None) -> None:
+        """The attached XML stream ends: keep the session (suspend) and tell the owner."""
+        if xmlstream is not self._xmlstream:
+            return
+        self._fail_sm_pending(reason or ConnectionError("the stream closed"))
+        self.suspend(reason)
+        self.on_connection_lost.emit(reason)
+
+    def _on_soft_limit(self) -> None:
+        xmlstream = self._xmlstream
+        if xmlstream is None or not xmlstream.is_open:
+            return
+        if self._sm.sm_enabled:
+            xmlstream.send_raw(_R)
+        else:
+            ping = IQ(IQType.GET, payload=etree.Element(_PING, nsmap={None: namespaces.PING}))
+            result = self.send(ping, timeout=_seconds(self.round_trip_time))
+            result.addErrback(lambda f: None)  # the hard limit handles silence
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def _on_element(self, element: etree._Element) -> None:
+        tag = element.tag
+        if isinstance(element, Message | Presence | IQ):
+            if self._sm.sm_enabled:
+                self._sm.on_received()
+            try:
+                self._on_stanza(element)
+            except Exception:
+                self.log.failure("while handling {tag}", tag=tag)
+        elif tag == f"{{{SM}}}r":
+            if self._xmlstream is not None and self._sm.sm_enabled:
+                self._xmlstream.send(_sm("a", h=str(self._sm.ack_answer())))
+        elif tag == f"{{{SM}}}a":
+            self._on_ack(element)
+        elif tag in (f"{{{SM}}}enabled", f"{{{SM}}}resumed", f"{{{SM}}}failed"):
+            pending, self._sm_pending = self._sm_pending, None
+            if pending is not None and not pending.called:
+                pending.callback(element)
+            else:
+                self.log.warn("unexpected {tag} from the server", tag=tag)
+        else:
+            self.log.debug("ignoring {tag}", tag=tag)
+
+    def _on_ack(self, element: etree._Element) -> None:
+        if not self._sm.sm_enabled:
+            return
+        try:
+            acked = self._sm.on_ack(int(element.get("h", "")))
+        except (ValueError, HandledCountTooHigh) as exc:
+            self._protocol_violation(exc)
+            return
+        self._forget_acked(acked)
+
+    def _protocol_violation(self, exc: BaseException) -> None:
+        """The server acknowledged what we never sent: end this connection with an error."""
+        self.log.error("stream management violation: {error}", error=exc)
+        if self._xmlstream is None:
+            return
+        error = StreamError(StreamErrorCondition.UNDEFINED_CONDITION, str(exc), sent_by_us=True)
+        detail = None
+        if isinstance(exc, HandledCountTooHigh):
+            detail = _sm(
+                "handled-count-too-high", h=str(exc.h), **{"send-count": str(exc.send_count)}
+            )
+        self._xmlstream.fail(error, detail)
+
+    def _on_stanza(self, stanza: Message | Presence | IQ) -> None:
+        if isinstance(stanza, IQ):
+            self._on_iq(stanza)
+            return
+        try:
+            _ = stanza.type_, stanza.from_
+        except ValueError as exc:
+            self._reply_error(stanza, ErrorCondition.BAD_REQUEST, str(exc))
+            return
+        filtered = self.dispatcher.filter_inbound(stanza)
+        if filtered is None:
+            return
+        if isinstance(filtered, Message):
+            handled = self.dispatcher.dispatch_message(filtered)
+        else:
+            handled = self.dispatcher.dispatch_presence(filtered)
+        if not handled:
+            self.log.debug(
+                "no callback for {tag} from {sender}", tag=stanza.tag, sender=stanza.get("from")
+            )
+
+    def _on_iq(self, iq: IQ) -> None:
+        try:
+            type_ = iq.type_
+        except ValueError:
+            self._reply_error(iq, ErrorCondition.BAD_REQUEST, "invalid IQ type")
+            return
+        if not type_.is_request:
+            if not self._iq.handle_response(iq):
+                self.log.debug("unexpected IQ response {id}", id=iq.id_)
+            return
+        payload = iq.payload
+        entry = None if payload is None else self.dispatcher.lookup_iq_request_handler(iq)
+        if payload is None:
+            self._reply_error(iq, ErrorCondition.BAD_REQUEST, "an IQ request needs a payload")
+        elif entry is None:
+            self._reply_error(iq, ErrorCondition.SERVICE_UNAVAILABLE, None)
+        else:
+            defer.Deferred.fromCoroutine(self._serve(iq, entry.handler, entry.with_send_reply))
+
+    async def _serve(self, iq: IQ, handler: Callable[..., Any], with_send_reply: bool) -> None:
+        replied = False
+
+        def send_reply(result: Any = None) -> None:
+            nonlocal replied
+            if replied:
+                raise RuntimeError(f"IQ {iq.id_} was answered already")
+            replied = True
+            self._reply(iq, result)
+
+        try:
+            outcome = handler(iq, send_reply) if with_send_reply else handler(iq)
+            if isawaitable(outcome):
+                outcome = await outcome
+        except XMPPError as error:
+            outcome = error
+        except Exception as exc:
+            self.log.failure("IQ handler {handler!r} failed", handler=handler)
+            outcome = XMPPError(ErrorCondition.UNDEFINED_CONDITION, type(exc).__name__)
+        if not replied:
+            send_reply(outcome)
+
+    def _reply(self, iq: IQ, result: Any) -> None:
+        if result is not None and not isinstance(result, XMPPError | etree._Element):
+            self.log.error("IQ handler returned {result!r}, not an element", result=result)
+            result = XMPPError(ErrorCondition.UNDEFINED_CONDITION)
+        if isinstance(result, XMPPError):
+            reply = make_error_reply(iq, result)
+        else:
+            reply = IQ(IQType.RESULT, id_=iq.id_, to=iq.get("from"), payload=result)
+        try:
+            self.enqueue(reply)
+        except ValueError:
+            self.log.failure("cannot send the reply to IQ {id}", id=iq.id_)
+
+    def _reply_error(self, stanza: Stanza, condition: ErrorCondition, text: str | None) -> None:
+        if stanza.get("type") == "error":
+            return  # never answer an error with an error
+        self.enqueue(make_error_reply(stanza, XMPPError(condition, text)))
