@@ -183,3 +183,31 @@ def dnsmasq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsmasqServer]
         yield server
     finally:
         server.stop()
+
+
+# -- FaultProxy: a TCP proxy that injects network faults between a client and a server -------
+
+from tests.support.proxy import FaultProxy  # noqa: E402
+
+
+@pytest.fixture
+def make_fault_proxy(reactor_thread: ReactorThread) -> Iterator[Callable[..., FaultProxy]]:
+    """Return ``make(target_port, target_host="127.0.0.1") -> FaultProxy``, already listening.
+
+    Each proxy forwards ``127.0.0.1:proxy.port`` to the target (``prosody.starttls_port``, for
+    instance); drive it with ``reactor_thread.run(proxy.cut)`` and the like.  The proxies are
+    stopped, and all their connections reset, after the test.
+    """
+    proxies: list[FaultProxy] = []
+
+    def make(target_port: int, target_host: str = "127.0.0.1", **options: Any) -> FaultProxy:
+        proxy = FaultProxy(target_host, target_port, reactor_thread.reactor, **options)
+        proxies.append(proxy)
+        reactor_thread.run(proxy.start)
+        return proxy
+
+    try:
+        yield make
+    finally:
+        for proxy in reversed(proxies):
+            reactor_thread.run(proxy.stop)
