@@ -141,6 +141,11 @@ class StanzaStream:
         return self._xmlstream is not None
 
     @property
+    def xmlstream(self) -> XMLStream | None:
+        """The XML stream attached now, or ``None`` while suspended or stopped."""
+        return self._xmlstream
+
+    @property
     def sm_enabled(self) -> bool:
         """Whether XEP-0198 stream management is on for the current session."""
         return self._sm.sm_enabled
