@@ -21,6 +21,8 @@ from .stanza import (
     Stanza,
     register_element_class,
 )
+from .stanzastream import StanzaStream
+from .token import StanzaState, StanzaToken
 
 __all__ = [
     "IQ",
@@ -37,6 +39,9 @@ __all__ = [
     "STARTTLSConnector",
     "SecurityLayer",
     "Stanza",
+    "StanzaState",
+    "StanzaStream",
+    "StanzaToken",
     "XMPPOverTLSConnector",
     "connect_xmlstream",
     "discover_connectors",
