@@ -20,6 +20,7 @@ problem must not hide behind a generic error), otherwise
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from twisted.internet import defer, interfaces
@@ -76,71 +77,66 @@ def connect_xmlstream(
         reactor = default_reactor
     jid = JID.fromstr(jid) if isinstance(jid, str) else jid
     log = logger or _log
-    return defer.Deferred.fromCoroutine(
-        _connect(
-            jid, security_layer, negotiation_timeout, list(override_peer), reactor, log, resolver
-        )
-    )
+    attempt = _Attempt(jid, security_layer, negotiation_timeout, reactor, log)
+    return defer.Deferred.fromCoroutine(attempt.run(list(override_peer), resolver))
 
 
-async def _connect(
-    jid: JID,
-    security_layer: SecurityLayer,
-    timeout: float,
-    override_peer: list[PeerOption],
-    reactor: Any,
-    log: Logger,
-    resolver: interfaces.IResolver | None,
-) -> ConnectResult:
-    errors: list[BaseException] = []
-    result = await _try_options(jid, security_layer, timeout, override_peer, reactor, log, errors)
-    if result is None:
-        discovered = await discover_connectors(jid.domain, resolver, reactor=reactor)
-        result = await _try_options(jid, security_layer, timeout, discovered, reactor, log, errors)
-    if result is not None:
-        return result
-    if not errors:
-        raise ValueError(f"no connection options for {jid.domain}")
-    tls_failure = next((e for e in errors if isinstance(e, TLSFailure)), None)
-    if tls_failure is not None:
-        raise tls_failure
-    raise MultiOSError(f"could not connect to {jid.domain}", errors)
+@dataclass(frozen=True)
+class _Attempt:
+    """What every option of one connect_xmlstream() call is tried with."""
 
+    jid: JID
+    security_layer: SecurityLayer
+    timeout: float
+    reactor: Any
+    log: Logger
 
-async def _try_options(
-    jid: JID,
-    security_layer: SecurityLayer,
-    timeout: float,
-    options: Sequence[PeerOption],
-    reactor: Any,
-    log: Logger,
-    errors: list[BaseException],
-) -> ConnectResult | None:
-    for host, port, connector in options:
-        for _hop in range(MAX_REDIRECTS + 1):
-            log.info("connecting to {host}:{port} ({connector!r})", host=host, port=port,
-                     connector=connector)  # fmt: skip
-            try:
-                return await connector.connect(
-                    jid, security_layer, host, port, negotiation_timeout=timeout,
-                    reactor=reactor, logger=log,
-                )  # fmt: skip
-            except AuthenticationFailure:
-                raise
-            except StreamError as error:
-                errors.append(error)
-                if (
-                    error.condition is not StreamErrorCondition.SEE_OTHER_HOST
-                    or not error.see_other_host
-                ):
+    async def run(
+        self, override_peer: list[PeerOption], resolver: interfaces.IResolver | None
+    ) -> ConnectResult:
+        errors: list[BaseException] = []
+        result = await self.try_options(override_peer, errors)
+        if result is None:
+            discovered = await discover_connectors(self.jid.domain, resolver, reactor=self.reactor)
+            result = await self.try_options(discovered, errors)
+        if result is not None:
+            return result
+        if not errors:
+            raise ValueError(f"no connection options for {self.jid.domain}")
+        tls_failure = next((e for e in errors if isinstance(e, TLSFailure)), None)
+        if tls_failure is not None:
+            raise tls_failure
+        raise MultiOSError(f"could not connect to {self.jid.domain}", errors)
+
+    async def try_options(
+        self, options: Sequence[PeerOption], errors: list[BaseException]
+    ) -> ConnectResult | None:
+        for host, port, connector in options:
+            for _hop in range(MAX_REDIRECTS + 1):
+                self.log.info("connecting to {host}:{port} ({connector!r})", host=host, port=port,
+                              connector=connector)  # fmt: skip
+                try:
+                    return await connector.connect(
+                        self.jid, self.security_layer, host, port,
+                        negotiation_timeout=self.timeout, reactor=self.reactor, logger=self.log,
+                    )  # fmt: skip
+                except AuthenticationFailure:
+                    raise
+                except StreamError as error:
+                    errors.append(error)
+                    if (
+                        error.condition is not StreamErrorCondition.SEE_OTHER_HOST
+                        or not error.see_other_host
+                    ):
+                        break
+                    host, port = _split_host(error.see_other_host, port)
+                    self.log.info("redirected to {host}:{port}", host=host, port=port)
+                except (OSError, defer.TimeoutError) as error:
+                    self.log.info("{host}:{port} failed: {error}", host=host, port=port,
+                                  error=error)  # fmt: skip
+                    errors.append(error)
                     break
-                host, port = _split_host(error.see_other_host, port)
-                log.info("redirected to {host}:{port}", host=host, port=port)
-            except (OSError, defer.TimeoutError) as error:
-                log.info("{host}:{port} failed: {error}", host=host, port=port, error=error)
-                errors.append(error)
-                break
-    return None
+        return None
 
 
 def _split_host(address: str, default_port: int) -> tuple[str, int]:
