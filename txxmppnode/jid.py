@@ -263,5 +263,11 @@ class JID:
         raise AttributeError(f"JID is immutable; cannot delete {name!r}")
 
     def __reduce__(self) -> tuple[object, tuple[str]]:
-        # Parts are already prepared; lenient parsing accepts strict and lenient ones alike.
-        return (functools.partial(type(self).fromstr, strict=False), (str(self),))
+        # A module-level function, not the bound classmethod: twisted.persisted.styles, once
+        # imported, pickles bound methods in a way that cannot restore classmethods.
+        return (_unpickle, (str(self),))
+
+
+def _unpickle(text: str) -> JID:
+    """Rebuild a pickled JID; its parts are prepared already, so lenient parsing suffices."""
+    return JID.fromstr(text, strict=False)
