@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: test lint typecheck docs pytest system-deps bench-parse clean
+.PHONY: test lint typecheck docs pytest system-deps bench-parse bench-dispatch bench-send clean
 
 test: system-deps $(VENV)/.installed lint typecheck docs pytest
 
@@ -32,6 +32,12 @@ pytest: $(VENV)/.installed
 
 bench-parse: $(VENV)/.installed
 	$(BIN)/python benchmarks/parse.py
+
+bench-dispatch: $(VENV)/.installed
+	$(BIN)/python benchmarks/dispatch.py
+
+bench-send: $(VENV)/.installed
+	$(BIN)/python benchmarks/send.py
 
 clean:
 	rm -rf $(VENV) docs/_build build *.egg-info
