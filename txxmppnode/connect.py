@@ -129,7 +129,7 @@ class _Attempt:
                         or not error.see_other_host
                     ):
                         break
-                    host, port = _split_host(error.see_other_host, port)
+                    host, port = split_host_port(error.see_other_host, port)
                     self.log.info("redirected to {host}:{port}", host=host, port=port)
                 except (OSError, defer.TimeoutError) as error:
                     self.log.info("{host}:{port} failed: {error}", host=host, port=port,
@@ -139,7 +139,7 @@ class _Attempt:
         return None
 
 
-def _split_host(address: str, default_port: int) -> tuple[str, int]:
+def split_host_port(address: str, default_port: int) -> tuple[str, int]:
     """Split ``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` (RFC 6120 §4.9.3.19)."""
     if address.startswith("["):
         host, _, rest = address[1:].partition("]")

@@ -83,3 +83,57 @@ class Signal(Generic[P]):
     def _log_failure(self, failure: Failure, listener: Callable[P, Any]) -> None:
         _log.failure("listener {listener!r} of {signal} failed", failure, listener=listener,
                      signal=self.name)  # fmt: skip
+
+
+async def emit_and_wait(signal: Signal[P], *args: P.args, **kwargs: P.kwargs) -> None:
+    """Emit *signal* as a coroutine signal: wait for every listener that returned an awaitable.
+
+    Listeners run in connection order, each awaited before the next; a failing listener is
+    logged and the others still run.
+    """
+    from inspect import isawaitable
+
+    for listener in list(signal._listeners.values()):
+        try:
+            result = listener(*args, **kwargs)
+            if isawaitable(result):
+                await result
+        except Exception:
+            _log.failure("listener {listener!r} of {signal} failed", listener=listener,
+                         signal=signal.name)  # fmt: skip
+    waiters, signal._waiters = signal._waiters, []
+    value: Any = args[0] if len(args) == 1 else (args or None)
+    for waiter in waiters:
+        waiter.callback(value)
+
+
+class Event:
+    """A flag that can be waited for, with Deferreds (the Twisted counterpart of an
+    ``asyncio.Event``)."""
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiters: list[defer.Deferred[None]] = []
+
+    def is_set(self) -> bool:
+        """Whether the flag is set."""
+        return self._set
+
+    def set(self) -> None:
+        """Set the flag and wake every waiter."""
+        self._set = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def clear(self) -> None:
+        """Clear the flag; later :meth:`wait` calls wait for the next :meth:`set`."""
+        self._set = False
+
+    def wait(self) -> defer.Deferred[None]:
+        """A Deferred firing when the flag is set (at once if it is)."""
+        if self._set:
+            return defer.succeed(None)
+        waiter: defer.Deferred[None] = defer.Deferred(self._waiters.remove)
+        self._waiters.append(waiter)
+        return waiter

@@ -289,6 +289,12 @@ class StanzaStream:
         if self._flush_call is None and self._xmlstream is not None and not self._held:
             self._flush_call = self.reactor.callLater(0, self._flush)
 
+    def flush(self) -> None:
+        """Write what is queued now rather than at the end of the reactor turn."""
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush()
+
     def _flush(self) -> None:
         """Write everything queued in one transport write (one batch per reactor turn)."""
         self._flush_call = None
