@@ -1,0 +1,394 @@
+"""Client: keeps one XMPP session alive for as long as it runs.
+
+Reconnection is Twisted's :class:`~twisted.application.internet.ClientService`:
+
+* its *endpoint* (:class:`_StreamEndpoint`) produces an authenticated XML stream with
+  :func:`~txxmppnode.connect.connect_xmlstream` -- the server's XEP-0198 ``location`` first
+  when a session can be resumed, then ``override_peer``, then DNS discovery;
+* its *prepareConnection* turns that stream into a session: resume it, or bind a resource and
+  enable stream management, then run ``before_stream_established``;
+* its *retry policy* is the client's back-off (``backoff_start``, ``backoff_factor``,
+  ``backoff_cap``, ``backoff_jitter``), except that the first attempt after an established
+  stream dropped goes at once: a resumption should not wait;
+* ``whenConnected(failAfterFailures=max_initial_attempts)`` bounds the initial attempts; after
+  one success, retries are unbounded.
+
+What stops the client and what is retried is decided by type
+(:class:`~txxmppnode.errors.FatalError`):
+
+=====================================================  ===========================================
+failure                                                outcome
+=====================================================  ===========================================
+authentication refused, TLS refused or unavailable,    ``on_failure(err)``, the client stops; no
+no SASL mechanism, resource binding refused,           retry loop
+``conflict`` / ``host-unknown`` / ``host-gone`` stream
+error, XMPP disabled for the domain (SRV ``.``)
+network errors, timeouts, the connection closed        reconnect, with back-off
+without a footer, other stream errors
+(``system-shutdown``, ``reset``, ...)
+``see-other-host``                                     reconnect to the host named (within one
+                                                       attempt)
+=====================================================  ===========================================
+
+Signals, in order:
+
+* start → ``before_stream_established`` (awaited) → ``on_stream_established``;
+* connection lost → ``on_stream_suspended(reason)``, then exactly one of
+  ``on_stream_resumed`` (nothing was lost) or ``on_stream_destroyed(reason)`` followed by
+  ``before_stream_established`` and ``on_stream_established`` on the new session;
+* end of a run: exactly one of ``on_stopped`` (after :meth:`Client.stop`) or
+  ``on_failure(err)``, preceded by ``on_stream_destroyed`` if a session existed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from lxml import etree
+from twisted.application.internet import ClientService
+from twisted.internet import defer, interfaces, protocol
+from twisted.internet.error import ConnectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from . import namespaces
+from .connect import PeerOption, connect_xmlstream, split_host_port
+from .connector import STARTTLSConnector
+from .errors import DestructionRequested, FatalError
+from .jid import JID
+from .negotiation import bind_resource
+from .security_layer import SecurityLayer
+from .service import Service, ServiceRegistry
+from .signal import Event, Signal, emit_and_wait
+from .stanza import Stanza
+from .stanzastream import StanzaStream
+from .token import StanzaToken
+from .xmlstream import XMLStream
+
+S = TypeVar("S", bound=Service)
+_SM_FEATURE = f"{{{namespaces.STREAM_MANAGEMENT}}}sm"
+
+
+class _SessionHandle(protocol.Protocol):
+    """What ClientService holds for one established session; the XMLStream does the work."""
+
+
+@implementer(interfaces.IStreamClientEndpoint)
+class _StreamEndpoint:
+    """ClientService's endpoint: an authenticated XML stream from :func:`connect_xmlstream`."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def connect(self, factory: interfaces.IProtocolFactory) -> defer.Deferred[Any]:
+        return defer.Deferred.fromCoroutine(self._client._connect(factory))
+
+
+class Client:
+    """An XMPP client session that reconnects and resumes on its own; see the module docs.
+
+    :param local_jid: the account (with a resource, to ask for that resource).
+    :param security_layer: from :func:`~txxmppnode.security_layer.make`.
+    :param negotiation_timeout: bound of the TCP connection and of each negotiation step.
+    :param max_initial_attempts: connection attempts before the first success counts as a
+        failure (``None``: unbounded).
+    :param override_peer: ``(host, port, connector)`` options tried before DNS discovery.
+    :param reactor: the reactor (clock, TCP); the global one by default.
+    :param resolver: the DNS resolver for discovery (an ``IResolver``).
+    """
+
+    backoff_start: timedelta = timedelta(seconds=1)
+    backoff_factor: float = 1.2
+    backoff_cap: timedelta = timedelta(seconds=60)
+    #: Random spread added to each back-off delay, as a fraction of it (0 = none).
+    backoff_jitter: float = 0.0
+    #: Seconds the server should keep the session after a fault (XEP-0198 ``max``); ``None``
+    #: leaves it to the server, 0 asks for stream management without resumption.
+    resumption_timeout: int | None = None
+
+    def __init__(
+        self,
+        local_jid: JID | str,
+        security_layer: SecurityLayer,
+        *,
+        negotiation_timeout: timedelta = timedelta(seconds=60),
+        max_initial_attempts: int | None = 4,
+        override_peer: Sequence[PeerOption] = (),
+        reactor: Any = None,
+        logger: Logger | None = None,
+        resolver: interfaces.IResolver | None = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self._local_jid = JID.fromstr(local_jid) if isinstance(local_jid, str) else local_jid
+        self._resource = self._local_jid.resource
+        self.security_layer = security_layer
+        self.negotiation_timeout = negotiation_timeout
+        self.max_initial_attempts = max_initial_attempts
+        self.override_peer = list(override_peer)
+        self.reactor = reactor
+        self.resolver = resolver
+        self.logger = logger or Logger(namespace="txxmppnode.client")
+        self.stream = StanzaStream(self._local_jid.bare(), reactor=reactor, logger=self.logger)
+        self.stream_features: etree._Element | None = None
+        self.established_event = Event()
+
+        self.on_failure: Signal[[BaseException]] = Signal("Client.on_failure")
+        self.on_stopped: Signal[[]] = Signal("Client.on_stopped")
+        self.before_stream_established: Signal[[]] = Signal("Client.before_stream_established")
+        self.on_stream_established: Signal[[]] = Signal("Client.on_stream_established")
+        self.on_stream_suspended: Signal[[BaseException | None]] = Signal(
+            "Client.on_stream_suspended"
+        )
+        self.on_stream_resumed: Signal[[]] = Signal("Client.on_stream_resumed")
+        self.on_stream_destroyed: Signal[[BaseException | None]] = Signal(
+            "Client.on_stream_destroyed"
+        )
+
+        self._services = ServiceRegistry(self)
+        self._service: ClientService | None = None
+        self._xmlstream: XMLStream | None = None
+        self._suspended = False
+        self._session = False  # a session exists (established or suspended)
+        self._just_dropped = False
+        self._ending = False
+        self.stream.on_connection_lost.connect(self._on_connection_lost)
+        self.stream.on_stream_destroyed.connect(self._on_stream_destroyed)
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def local_jid(self) -> JID:
+        """Our address: the bound full JID once established (read-only)."""
+        return self._local_jid
+
+    @property
+    def running(self) -> bool:
+        """True from :meth:`start` until the client stopped or failed."""
+        return self._service is not None
+
+    @property
+    def established(self) -> bool:
+        """True while the stream is bound and usable."""
+        return self.established_event.is_set()
+
+    @property
+    def suspended(self) -> bool:
+        """True between a connection loss and the resumption or destruction that follows."""
+        return self._suspended
+
+    # -- control --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start connecting and keep the session alive until :meth:`stop`.
+
+        :raises RuntimeError: if the client is running.
+        """
+        if self.running:
+            raise RuntimeError("the client is already running")
+        self._ending = False
+        self._just_dropped = False
+        self._service = ClientService(
+            _StreamEndpoint(self),
+            protocol.Factory.forProtocol(_SessionHandle),
+            retryPolicy=self._retry_delay,
+            clock=self.reactor,
+            prepareConnection=self._prepare,
+        )
+        self._service.startService()
+        first = self._service.whenConnected(failAfterFailures=self.max_initial_attempts)
+        first.addErrback(self._initial_attempts_failed)
+
+    def stop(self) -> defer.Deferred[None]:
+        """Close the stream cleanly and stop; fires when stopped (``on_stopped`` emitted)."""
+        if not self.running or self._ending:
+            return defer.succeed(None)
+        return defer.Deferred.fromCoroutine(self._end(None))
+
+    def connected(self, **kwargs: Any) -> Any:
+        """``async with client.connected(timeout=...) as stream:`` -- see UseConnected."""
+        from .presence_state import PresenceState
+        from .use_connected import UseConnected
+
+        kwargs.setdefault("presence", PresenceState(False))  # leaves the presence alone
+        return UseConnected(self, **kwargs)
+
+    def summon(self, class_: type[S]) -> S:
+        """The instance of service *class_*, summoned (with its dependencies) if needed."""
+        return self._services.summon(class_)
+
+    # -- sending --------------------------------------------------------------------------
+
+    def enqueue(self, stanza: Stanza, **kwargs: Any) -> StanzaToken:
+        """Queue *stanza*; see :meth:`StanzaStream.enqueue`.
+
+        :raises ConnectionError: if the stream is not established.
+        """
+        if not self.established:
+            raise ConnectionError("the stream is not established")
+        return self.stream.enqueue(stanza, **kwargs)
+
+    def send(self, stanza: Stanza, *, timeout: float | None = None, cb: Any = None) -> Any:
+        """Send *stanza* once the stream is established; see :meth:`StanzaStream.send`."""
+
+        async def send_when_ready() -> Any:
+            await self.established_event.wait()
+            return await self.stream.send(stanza, timeout=timeout, cb=cb)
+
+        return defer.Deferred.fromCoroutine(send_when_ready())
+
+    # -- ClientService plumbing -----------------------------------------------------------
+
+    def _retry_delay(self, failed_attempts: int) -> float:
+        """The back-off before attempt *failed_attempts* + 1 (0 right after a drop)."""
+        step = failed_attempts - 1 if self._just_dropped else failed_attempts
+        if step <= 0:
+            return 0.0
+        delay = min(
+            self.backoff_cap.total_seconds(),
+            self.backoff_start.total_seconds() * self.backoff_factor ** (step - 1),
+        )
+        if self.backoff_jitter:
+            delay += delay * self.backoff_jitter * random.random()
+        self.logger.info("reconnecting in {delay:.2f}s", delay=delay)
+        return delay
+
+    def _peer_options(self) -> list[PeerOption]:
+        options = list(self.override_peer)
+        location = self.stream.sm_location
+        if self._suspended and self.stream.sm_resumable and location:
+            host, port = split_host_port(location, 5222)
+            options.insert(0, (host, port, STARTTLSConnector()))
+        return options
+
+    async def _connect(self, factory: interfaces.IProtocolFactory) -> protocol.Protocol:
+        try:
+            _, xmlstream, features = await connect_xmlstream(
+                self._local_jid.bare(),
+                self.security_layer,
+                negotiation_timeout=self.negotiation_timeout.total_seconds(),
+                override_peer=self._peer_options(),
+                reactor=self.reactor,
+                logger=self.logger,
+                resolver=self.resolver,
+            )
+        except Exception as exc:
+            self._maybe_fatal(exc)
+            raise
+        self._xmlstream = xmlstream
+        self.stream_features = features
+        handle = factory.buildProtocol(xmlstream.transport.getPeer())  # type: ignore[union-attr]
+        assert handle is not None
+        handle.makeConnection(xmlstream.transport)  # type: ignore[arg-type]
+        return handle  # type: ignore[return-value]
+
+    def _prepare(self, handle: Any) -> defer.Deferred[None]:
+        return defer.Deferred.fromCoroutine(self._establish(handle))
+
+    async def _establish(self, handle: Any) -> None:
+        xmlstream, features = self._xmlstream, self.stream_features
+        assert xmlstream is not None and features is not None
+        try:
+            resumed = self._suspended and await self.stream.resume(xmlstream)
+            if not resumed:
+                if self._suspended:
+                    self.stream.destroy(ConnectionError("the session could not be resumed"))
+                bound = await bind_resource(
+                    xmlstream, features, self._resource, self.negotiation_timeout.total_seconds()
+                )
+                self._local_jid = bound
+                await self.stream.start(
+                    xmlstream,
+                    bound,
+                    sm=features.find(_SM_FEATURE) is not None,
+                    resumption_timeout=self.resumption_timeout,
+                )
+                await emit_and_wait(self.before_stream_established)
+        except Exception as exc:
+            xmlstream.abort(exc)
+            self._maybe_fatal(exc)
+            raise
+
+        # from now on ClientService hears about the connection's end
+        def tell_client_service(reason: BaseException | None) -> None:
+            handle.connectionLost(Failure(reason or ConnectionDone()))  # type: ignore[no-untyped-call]
+
+        xmlstream.when_lost().addCallback(tell_client_service)
+        self._just_dropped = False
+        self._session = True
+        self._suspended = False
+        self.established_event.set()
+        if resumed:
+            self.logger.info("stream resumed")
+            self.on_stream_resumed.emit()
+        else:
+            self.logger.info("stream established as {jid}", jid=str(self._local_jid))
+            self.on_stream_established.emit()
+
+    def _on_connection_lost(self, reason: BaseException | None) -> None:
+        if self._ending or not self.running:
+            return
+        if isinstance(reason, FatalError):
+            self._maybe_fatal(reason)
+            return
+        if not self.established:
+            return
+        self.logger.info("stream suspended: {reason}", reason=reason)
+        self.established_event.clear()
+        self._suspended = True
+        self._just_dropped = True
+        self.on_stream_suspended.emit(reason)
+        if not self.stream.sm_resumable:
+            self.stream.destroy(reason)
+
+    def _on_stream_destroyed(self, reason: BaseException | None) -> None:
+        self._session = False
+        self._suspended = False
+        self.established_event.clear()
+        self.on_stream_destroyed.emit(reason)
+
+    def _maybe_fatal(self, exc: BaseException) -> None:
+        if isinstance(exc, FatalError | ValueError):
+            self.logger.error("giving up: {error}", error=exc)
+            self._end_soon(exc)
+
+    def _initial_attempts_failed(self, failure: Failure) -> None:
+        if isinstance(failure.value, defer.CancelledError) or self._ending:
+            return
+        reason = failure.value
+        assert reason is not None
+        self.logger.error("no connection after {n} attempts: {error}",
+                          n=self.max_initial_attempts, error=reason)  # fmt: skip
+        self._end_soon(reason)
+
+    def _end_soon(self, failure: BaseException) -> None:
+        """End after the current turn: ClientService must not be stopped from inside its own
+        handling of the failed attempt."""
+        self.reactor.callLater(0, lambda: defer.Deferred.fromCoroutine(self._end(failure)))
+
+    async def _end(self, failure: BaseException | None) -> None:
+        """Stop once: close the stream, destroy the session, emit on_stopped or on_failure."""
+        if self._ending or self._service is None:
+            return
+        self._ending = True
+        service = self._service
+        xmlstream, self._xmlstream = self._xmlstream, None
+        if xmlstream is not None and xmlstream.is_open:
+            self.stream.flush()  # what was queued (an unavailable presence) goes first
+            await xmlstream.close()
+        if self._session:
+            self.stream.destroy(failure or DestructionRequested("the client was stopped"))
+        await service.stopService()
+        await self._services.shutdown_all()
+        self._service = None
+        if failure is None:
+            self.logger.info("stopped")
+            self.on_stopped.emit()
+        else:
+            self.on_failure.emit(failure)

@@ -1,0 +1,133 @@
+"""Our own presence: the PresenceServer service and the PresenceManagedClient.
+
+:class:`PresenceServer` keeps the presence the application wants (state, status, priority) and
+makes the server know it: the initial presence goes out from ``before_stream_established`` (so
+it is re-sent on every new session, and not after a resumption, which kept it), changes are
+broadcast at once while established.  :class:`PresenceManagedClient` is a client whose
+connection follows that presence: available starts it, unavailable sends the unavailable
+presence and then stops it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lxml import etree
+from twisted.internet import defer
+
+from .client import Client
+from .presence_state import PresenceState
+from .service import Service
+from .signal import Signal
+from .stanza import Presence, PresenceType
+
+Status = str | Mapping[str | None, str] | None
+
+
+class PresenceServer(Service):
+    """Holds and announces our presence; summon it with ``client.summon(PresenceServer)``."""
+
+    def __init__(self, client: Client, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        self.state = PresenceState(False)
+        self.status: dict[str | None, str] = {}
+        self.priority = 0
+        #: Emitted with the presence stanza after it was handed to the stream.
+        self.on_presence_sent: Signal[[Presence]] = Signal("PresenceServer.on_presence_sent")
+        #: Emitted when :meth:`set_presence` changed something.
+        self.on_presence_changed: Signal[[]] = Signal("PresenceServer.on_presence_changed")
+        self._token = client.before_stream_established.connect(self._send_initial)
+
+    def make_stanza(self) -> Presence:
+        """The presence stanza for the current state, status and priority."""
+        stanza = Presence()
+        self.state.apply_to(stanza)
+        if self.state.available:
+            stanza.priority = self.priority
+        for lang, text in sorted(self.status.items(), key=lambda item: item[0] or ""):
+            status = etree.SubElement(stanza, "{jabber:client}status")
+            status.text = text
+            if lang:
+                status.set("{http://www.w3.org/XML/1998/namespace}lang", lang)
+        return stanza
+
+    def set_presence(self, state: PresenceState, status: Status = None, priority: int = 0) -> None:
+        """Set the presence; broadcast it at once when the stream is established.
+
+        *status* is a text, or a mapping of language tags (``None`` for none) to texts.
+        """
+        if not -128 <= priority <= 127:
+            raise ValueError(f"presence priority {priority} is outside -128..127")
+        new_status: dict[str | None, str] = (
+            {None: status} if isinstance(status, str) else dict(status or {})
+        )
+        if (state, new_status, priority) == (self.state, self.status, self.priority):
+            return
+        self.state, self.status, self.priority = state, new_status, priority
+        self.on_presence_changed.emit()
+        if self.client.established:
+            self._send()
+
+    def _send_initial(self) -> None:
+        if self.state.available:
+            self._send()
+
+    def _send(self) -> None:
+        stanza = self.make_stanza()
+        self.client.stream.enqueue(stanza)
+        self.on_presence_sent.emit(stanza)
+
+    def shutdown(self) -> defer.Deferred[None]:
+        self.client.before_stream_established.disconnect(self._token)
+        return super().shutdown()
+
+
+class PresenceManagedClient(Client):
+    """A client whose connection follows its presence: available connects, unavailable stops.
+
+    The initial presence is unavailable, so the client does not connect until told to.
+    """
+
+    def __init__(self, jid: Any, security_layer: Any, **kwargs: Any) -> None:
+        super().__init__(jid, security_layer, **kwargs)
+        self._presence_server = self.summon(PresenceServer)
+        #: Emitted after ``on_stream_established`` once the initial presence was sent.
+        self.on_presence_sent: Signal[[]] = Signal("PresenceManagedClient.on_presence_sent")
+        self.on_stream_established.connect(self._established)
+
+    @property
+    def presence(self) -> PresenceState:
+        """The presence set (not necessarily the one the server knows yet)."""
+        return self._presence_server.state
+
+    @presence.setter
+    def presence(self, value: PresenceState) -> None:
+        self.set_presence(value)
+
+    def set_presence(self, state: PresenceState, status: Status = None, priority: int = 0) -> None:
+        """Set presence and status; connect when available, go offline when unavailable."""
+        self._presence_server.set_presence(state, status, priority)
+        if state.available:
+            if not self.running:
+                self.start()
+        elif self.running:
+            if self.established:
+                self.stream.enqueue(self._presence_server.make_stanza())
+            self.stop()
+
+    def _established(self) -> None:
+        if self.presence.available:
+            self.on_presence_sent.emit()
+
+    def connected(self, **kwargs: Any) -> Any:
+        """Like :meth:`Client.connected`, setting an available presence first."""
+        from .use_connected import UseConnected
+
+        if not self.presence.available:
+            self._presence_server.set_presence(PresenceState(True))
+        kwargs.setdefault("presence", PresenceState(False))
+        return UseConnected(self, **kwargs)
+
+
+__all__ = ["PresenceManagedClient", "PresenceServer", "PresenceState", "PresenceType"]
