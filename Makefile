@@ -4,9 +4,13 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: test lint typecheck docs pytest system-deps bench-parse bench-dispatch bench-send clean
+.PHONY: run test lint typecheck docs pytest system-deps bench-parse bench-dispatch bench-send clean
 
 test: system-deps $(VENV)/.installed lint typecheck docs pytest
+
+# The node at work: a local Prosody, an echo node and a visitor exchanging messages.
+run: system-deps $(VENV)/.installed
+	$(BIN)/python examples/demo.py
 
 system-deps:
 	scripts/install-system-deps.sh
@@ -18,8 +22,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check txxmppnode tests benchmarks docs
-	$(BIN)/ruff format --check txxmppnode tests benchmarks docs
+	$(BIN)/ruff check txxmppnode tests benchmarks docs examples
+	$(BIN)/ruff format --check txxmppnode tests benchmarks docs examples
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
