@@ -1,7 +1,7 @@
 """Send one message and exit: the smallest complete txxmppnode program.
 
-    XMPP_PASSWORD=... python examples/send_message.py FROM_JID TO_JID TEXT
-        [--host H --port P] [--ca-file PEM]
+XMPP_PASSWORD=... python examples/send_message.py FROM_JID TO_JID TEXT
+    [--host H --port P] [--ca-file PEM]
 """
 
 from __future__ import annotations
