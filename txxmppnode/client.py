@@ -16,19 +16,13 @@ Reconnection is Twisted's :class:`~twisted.application.internet.ClientService`:
 What stops the client and what is retried is decided by type
 (:class:`~txxmppnode.errors.FatalError`):
 
-=====================================================  ===========================================
-failure                                                outcome
-=====================================================  ===========================================
-authentication refused, TLS refused or unavailable,    ``on_failure(err)``, the client stops; no
-no SASL mechanism, resource binding refused,           retry loop
-``conflict`` / ``host-unknown`` / ``host-gone`` stream
-error, XMPP disabled for the domain (SRV ``.``)
-network errors, timeouts, the connection closed        reconnect, with back-off
-without a footer, other stream errors
-(``system-shutdown``, ``reset``, ...)
-``see-other-host``                                     reconnect to the host named (within one
-                                                       attempt)
-=====================================================  ===========================================
+* **stop, no retry loop** (``on_failure(err)``): authentication refused, TLS refused or
+  unavailable, no SASL mechanism, resource binding refused, the ``conflict``,
+  ``host-unknown``, ``host-gone``, ``improper-addressing``, ``invalid-from`` or
+  ``not-authorized`` stream errors, XMPP disabled for the domain (SRV ``.``);
+* **reconnect with back-off**: network errors, timeouts, the connection closed without a
+  footer, other stream errors (``system-shutdown``, ``reset``, ...);
+* **reconnect to the host named**: ``see-other-host`` (followed within the attempt).
 
 Signals, in order:
 

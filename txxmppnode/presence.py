@@ -20,7 +20,7 @@ from .client import Client
 from .presence_state import PresenceState
 from .service import Service
 from .signal import Signal
-from .stanza import Presence, PresenceType
+from .stanza import Presence
 
 Status = str | Mapping[str | None, str] | None
 
@@ -130,4 +130,4 @@ class PresenceManagedClient(Client):
         return UseConnected(self, **kwargs)
 
 
-__all__ = ["PresenceManagedClient", "PresenceServer", "PresenceState", "PresenceType"]
+__all__ = ["PresenceManagedClient", "PresenceServer"]
