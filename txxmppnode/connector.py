@@ -75,6 +75,7 @@ class BaseConnector:
                     )
                 except error.ConnectError as failure:
                     raise _builtin_error(failure) from failure
+                _no_delay(xmlstream.transport)
                 features = await negotiate(
                     xmlstream,
                     jid,
@@ -92,6 +93,20 @@ class BaseConnector:
             return (xmlstream.transport, xmlstream, features)
 
         return defer.Deferred.fromCoroutine(connect_and_negotiate())
+
+
+def _no_delay(transport: object) -> None:
+    """Switch Nagle's algorithm off on the TCP connection under *transport*.
+
+    Stream negotiation is a series of small writes each waiting for an answer; with Nagle on,
+    a peer's delayed ACK holds some of them back by tens of milliseconds.
+    """
+    for _ in range(3):  # the TCP transport, or the one under a TLS wrapper
+        set_no_delay = getattr(transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+            return
+        transport = getattr(transport, "transport", None)
 
 
 def _builtin_error(failure: error.ConnectError) -> OSError:

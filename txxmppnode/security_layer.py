@@ -377,6 +377,11 @@ class SecurityLayer:
     client_certificate_chain: tuple[x509.Certificate, ...] = ()
     allow_plain_without_tls: bool = False
     tls_max_version: str | None = None
+    # One OpenSSL context per ALPN list, shared by every connection: building one loads the
+    # trust store, which costs milliseconds (per-connection state lives on the Connection).
+    _contexts: dict[tuple[bytes, ...], SSL.Context] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         """Refuse inconsistent settings (:func:`make` also converts and checks types)."""
@@ -451,7 +456,10 @@ class SecurityLayer:
                 "connection is open to interception",
                 domain=domain,
             )
-        return TLSVerifier(self, domain, protocols, self._make_context(protocols))
+        context = self._contexts.get(protocols)
+        if context is None:
+            context = self._contexts[protocols] = self._make_context(protocols)
+        return TLSVerifier(self, domain, protocols, context)
 
     def _make_context(self, alpn: Sequence[bytes]) -> SSL.Context:
         """Return a new client context with the versions, trust and client certificate set."""

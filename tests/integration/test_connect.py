@@ -470,3 +470,13 @@ def test_cancelling_closes_the_half_open_connection(
     finally:
         reactor_thread.run(port.stopListening)
     assert [type(e) for e in outcome] == [defer.CancelledError]
+
+
+def test_nagle_is_off_on_the_client_socket(
+    prosody: ProsodyServer, connect: Callable[..., Connected]
+) -> None:
+    for options in (starttls(prosody), direct(prosody)):
+        conn = connect(prosody.jid("juliet"), layer(prosody), override_peer=options)
+        transport = conn.transport
+        tcp = transport if hasattr(transport, "getTcpNoDelay") else transport.transport
+        assert tcp.getTcpNoDelay()

@@ -728,3 +728,15 @@ def test_direct_construction_is_checked() -> None:
 
 def test_repr_does_not_show_the_password() -> None:
     assert "hunter2" not in repr(make("hunter2"))
+
+
+def test_connections_share_one_context_per_alpn_list() -> None:
+    from txxmppnode.security_layer import make as make_layer
+
+    layer = make_layer("pw")
+    first = layer.tls_verifier("example.com")
+    second = layer.tls_verifier("example.org")
+    direct = layer.tls_verifier("example.com", alpn=[b"xmpp-client"])
+    assert first._context is second._context
+    assert direct._context is not first._context
+    assert layer.tls_verifier("example.net", alpn=[b"xmpp-client"])._context is direct._context
