@@ -380,3 +380,29 @@ def test_use_connected_gives_the_stream_and_stops_after_the_block(
 
     assert isinstance(reactor_thread.run(lambda: defer.Deferred.fromCoroutine(scenario())), Boom)
     assert not juliet.running
+
+
+def test_tcp_closed_without_a_footer_reconnects(
+    prosody: ProsodyServer,
+    clients: Callable[..., Client],
+    reactor_thread: ReactorThread,
+    make_fault_proxy: Callable[..., FaultProxy],
+) -> None:
+    proxy = make_fault_proxy(prosody.starttls_port)
+    juliet = clients(prosody, port=proxy.port)
+    start_and_wait(reactor_thread, juliet)
+    recorder = Recorder(juliet)
+
+    async def scenario() -> Any:
+        suspended = juliet.on_stream_suspended.next()
+        resumed = juliet.on_stream_resumed.next()
+        assert proxy.hang_up() == 1  # FIN, no </stream:stream>
+        reason = await suspended
+        await resumed
+        return reason
+
+    reason = reactor_thread.run(lambda: defer.Deferred.fromCoroutine(scenario()), timeout=15)
+    assert type(reason) is ConnectionError
+    assert "without the server's stream footer" in str(reason)
+    assert recorder.names() == ["on_stream_suspended", "on_stream_resumed"]
+    assert proxy.connections_accepted == 2

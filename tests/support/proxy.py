@@ -557,6 +557,16 @@ class FaultProxy:
             link.abort()
         return len(links)
 
+    def hang_up(self) -> int:
+        """Close every current connection cleanly on both sides (FIN), as a server that drops
+        its TCP connection without ending the XML stream would; return how many."""
+        links = list(self._links)
+        for link in links:
+            link.client.close()
+            if link.server is not None:
+                link.server.close()
+        return len(links)
+
     def black_hole(self) -> None:
         """Let nothing through any more, on current and new connections, but close nothing.
 
