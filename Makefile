@@ -22,8 +22,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check txxmppnode tests benchmarks docs examples
-	$(BIN)/ruff format --check txxmppnode tests benchmarks docs examples
+	$(BIN)/ruff check txxmppnode tests twisted benchmarks docs examples
+	$(BIN)/ruff format --check txxmppnode tests twisted benchmarks docs examples
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy

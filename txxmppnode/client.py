@@ -144,6 +144,12 @@ class Client:
         self.on_stream_destroyed: Signal[[BaseException | None]] = Signal(
             "Client.on_stream_destroyed"
         )
+        #: Emitted when a connection attempt starts (the first one and every retry).
+        self.on_connecting: Signal[[]] = Signal("Client.on_connecting")
+        #: Emitted with the error when a connection attempt fails (it may be retried).
+        self.on_connect_failed: Signal[[BaseException]] = Signal("Client.on_connect_failed")
+        #: Emitted with the delay in seconds whenever the next attempt is scheduled.
+        self.on_retry_scheduled: Signal[[float]] = Signal("Client.on_retry_scheduled")
 
         self._services = ServiceRegistry(self)
         self._service: ClientService | None = None
@@ -243,6 +249,8 @@ class Client:
         """The back-off before attempt *failed_attempts* + 1 (0 right after a drop)."""
         step = failed_attempts - 1 if self._just_dropped else failed_attempts
         if step <= 0:
+            if not self._ending:
+                self.on_retry_scheduled.emit(0.0)
             return 0.0
         delay = min(
             self.backoff_cap.total_seconds(),
@@ -251,6 +259,8 @@ class Client:
         if self.backoff_jitter:
             delay += delay * self.backoff_jitter * random.random()
         self.logger.info("reconnecting in {delay:.2f}s", delay=delay)
+        if not self._ending:
+            self.on_retry_scheduled.emit(delay)
         return delay
 
     def _peer_options(self) -> list[PeerOption]:
@@ -262,6 +272,7 @@ class Client:
         return options
 
     async def _connect(self, factory: interfaces.IProtocolFactory) -> protocol.Protocol:
+        self.on_connecting.emit()
         try:
             _, xmlstream, features = await connect_xmlstream(
                 self._local_jid.bare(),
@@ -273,6 +284,7 @@ class Client:
                 resolver=self.resolver,
             )
         except Exception as exc:
+            self.on_connect_failed.emit(exc)
             self._maybe_fatal(exc)
             raise
         self._xmlstream = xmlstream
@@ -306,6 +318,7 @@ class Client:
                 await emit_and_wait(self.before_stream_established)
         except Exception as exc:
             xmlstream.abort(exc)
+            self.on_connect_failed.emit(exc)
             self._maybe_fatal(exc)
             raise
 

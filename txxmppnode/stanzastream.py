@@ -120,6 +120,11 @@ class StanzaStream:
         self.on_connection_lost: Signal[[BaseException | None]] = Signal(
             "StanzaStream.on_connection_lost"
         )
+        #: Emitted with every stanza received (message, presence or IQ), before any filter.
+        self.on_stanza_received: Signal[[Stanza]] = Signal("StanzaStream.on_stanza_received")
+        #: Emitted with every stanza queued for sending, after the outbound filters (once per
+        #: stanza, however often stream management writes it again).
+        self.on_stanza_enqueued: Signal[[Stanza]] = Signal("StanzaStream.on_stanza_enqueued")
         self._sm = StreamManagement()
         self._iq = IQTracker(reactor)
         self._iq.local_jid = local_jid
@@ -240,6 +245,8 @@ class StanzaStream:
         self._data[token] = serialize(filtered)
         self._queue.append(token)
         self._schedule_flush()
+        if self.on_stanza_enqueued:
+            self.on_stanza_enqueued.emit(filtered)
         return token
 
     def send(
@@ -505,6 +512,8 @@ class StanzaStream:
         if isinstance(element, Message | Presence | IQ):
             if self._sm.sm_enabled:
                 self._sm.on_received()
+            if self.on_stanza_received:
+                self.on_stanza_received.emit(element)
             try:
                 self._on_stanza(element)
             except Exception:
