@@ -19,3 +19,6 @@ intersphinx_mapping: dict[str, tuple[str, None]] = {}
 html_theme = "alabaster"
 html_static_path = ["_static"]
 exclude_patterns = ["_build"]
+# The asyncio face mirrors the Twisted classes under the same names (XMLStream, Client, ...),
+# so type hints naming them are ambiguous references; they are not broken ones.
+suppress_warnings = ["ref.python"]
