@@ -435,7 +435,7 @@ class StanzaStream:
 
     def suspend(self, reason: BaseException | None = None) -> None:
         """The XML stream is gone but the session may be resumed: keep every state."""
-        self.log.info("stream suspended: {reason}", reason=reason)
+        self.log.debug("stream suspended: {reason}", reason=reason)  # the client reports it
         self._detach()
 
     def destroy(self, reason: BaseException | None = None) -> None:
