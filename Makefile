@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck docs pytest system-deps bench-parse bench-dispatch bench-send clean
+.PHONY: run test lint typecheck docs pytest system-deps bench-parse bench-dispatch bench-send \
+	bench-connect bench-memory clean
 
 test: system-deps $(VENV)/.installed lint typecheck docs pytest
 
@@ -42,6 +43,13 @@ bench-dispatch: $(VENV)/.installed
 
 bench-send: $(VENV)/.installed
 	$(BIN)/python benchmarks/send.py
+
+# Against a local Prosody; AIOXMPP_PYTHON=... adds aioxmpp (see benchmarks/connect.py).
+bench-connect: system-deps $(VENV)/.installed
+	$(BIN)/python benchmarks/connect.py
+
+bench-memory: system-deps $(VENV)/.installed
+	$(BIN)/python benchmarks/memory.py
 
 clean:
 	rm -rf $(VENV) docs/_build build *.egg-info
