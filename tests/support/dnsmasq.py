@@ -29,7 +29,6 @@ import atexit
 import os
 import secrets
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -38,6 +37,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final, TypeAlias
+
+from tests.support.process import terminate
 
 if TYPE_CHECKING:
     from twisted.names.client import Resolver
@@ -433,13 +434,7 @@ class DnsmasqServer:
         process, self._process = self._process, None
         atexit.unregister(self.stop)
         try:
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout)
+            terminate(process, timeout)
         finally:
             if self._log is not None:
                 self._log.close()

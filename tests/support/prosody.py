@@ -29,7 +29,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -40,6 +39,8 @@ from pathlib import Path
 from typing import IO, Final
 
 import trustme
+
+from tests.support.process import terminate
 
 __all__ = [
     "DEFAULT_ACCOUNTS",
@@ -602,13 +603,7 @@ class ProsodyServer:
         process, self._process = self._process, None
         atexit.unregister(self.stop)
         try:
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout)
+            terminate(process, timeout)
         finally:
             if self._console is not None:
                 self._console.close()
