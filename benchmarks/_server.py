@@ -1,9 +1,10 @@
 """What the benchmarks against a real server share: a local Prosody and the process's figures.
 
-``connect.py`` and ``memory.py`` import this module by name: Python puts a script's own
-directory first on ``sys.path``, so run them as scripts (``make bench-connect``,
-``make bench-memory``).  The server is the test suite's :class:`ProsodyServer` (a generated CA,
-loopback ports, a private directory), which this module imports from the repository's root.
+``connect.py``, ``memory.py`` and ``resume.py`` import this module by name: Python puts a
+script's own directory first on ``sys.path``, so run them as scripts (``make bench-connect``,
+``make bench-memory``, ``make bench-resume``).  The server is the test suite's
+:class:`ProsodyServer` (a generated CA, loopback ports, a private directory), which this module
+imports from the repository's root.
 """
 
 from __future__ import annotations
