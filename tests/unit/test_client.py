@@ -103,3 +103,22 @@ def test_clock_is_the_injected_reactor() -> None:
     clock = Clock()
     c = Client(JID.fromstr("juliet@example.com"), make("pw"), reactor=clock)
     assert c.stream.reactor is clock
+
+
+def test_resumption_tries_the_servers_location_first() -> None:
+    from txxmppnode.connector import DirectTLSConnector, STARTTLSConnector
+
+    c = Client(
+        JID.fromstr("juliet@example.com"),
+        make("pw"),
+        reactor=MemoryReactorClock(),
+        override_peer=[("override.example", 5223, DirectTLSConnector())],
+    )
+    assert c._peer_options() == [("override.example", 5223, DirectTLSConnector())]
+    c.stream._sm.on_enabled("sm-1", True, 300, "[2001:db8::5]:5333")
+    assert c._peer_options()[0][0] == "override.example"  # not suspended: no resumption
+    c._suspended = True
+    assert c._peer_options() == [
+        ("2001:db8::5", 5333, STARTTLSConnector()),
+        ("override.example", 5223, DirectTLSConnector()),
+    ]
