@@ -152,6 +152,9 @@ class Client:
         self.on_retry_scheduled: Signal[[float]] = Signal("Client.on_retry_scheduled")
 
         self._services = ServiceRegistry(self)
+        # send() calls waiting for the stream; they fail when the run ends instead of hanging
+        self._waiting_sends: list[defer.Deferred[None]] = []
+        self._end_reason: BaseException | None = None
         self._service: ClientService | None = None
         self._xmlstream: XMLStream | None = None
         self._suspended = False
@@ -193,6 +196,7 @@ class Client:
         if self.running:
             raise RuntimeError("the client is already running")
         self._ending = False
+        self._end_reason = None
         self._just_dropped = False
         self._service = ClientService(
             _StreamEndpoint(self),
@@ -235,10 +239,25 @@ class Client:
         return self.stream.enqueue(stanza, **kwargs)
 
     def send(self, stanza: Stanza, *, timeout: float | None = None, cb: Any = None) -> Any:
-        """Send *stanza* once the stream is established; see :meth:`StanzaStream.send`."""
+        """Send *stanza* once the stream is established; see :meth:`StanzaStream.send`.
+
+        While the stream is not established this waits for it; if the client stops or fails
+        first, it fails with :class:`~txxmppnode.errors.DestructionRequested` or the failure.
+        """
 
         async def send_when_ready() -> Any:
-            await self.established_event.wait()
+            if not self.established:
+                ready = self.established_event.wait()
+                self._waiting_sends.append(ready)
+                try:
+                    await ready
+                except defer.CancelledError:
+                    if self._end_reason is None:
+                        raise
+                    raise self._end_reason from None
+                finally:
+                    if ready in self._waiting_sends:
+                        self._waiting_sends.remove(ready)
             return await self.stream.send(stanza, timeout=timeout, cb=cb)
 
         return defer.Deferred.fromCoroutine(send_when_ready())
@@ -394,6 +413,9 @@ class Client:
         await service.stopService()
         await self._services.shutdown_all()
         self._service = None
+        self._end_reason = failure or DestructionRequested("the client was stopped")
+        for waiting in list(self._waiting_sends):
+            waiting.cancel()
         if failure is None:
             self.logger.info("stopped")
             self.on_stopped.emit()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
@@ -122,3 +123,23 @@ def test_resumption_tries_the_servers_location_first() -> None:
         ("2001:db8::5", 5333, STARTTLSConnector()),
         ("override.example", 5223, DirectTLSConnector()),
     ]
+
+
+def test_send_waiting_for_the_stream_fails_when_the_client_stops() -> None:
+    from twisted.internet import defer
+
+    from txxmppnode import Message
+    from txxmppnode.errors import DestructionRequested
+
+    reactor = MemoryReactorClock()
+    c = Client(JID.fromstr("juliet@example.com"), make("pw"), reactor=reactor)
+    c.start()
+    pending = c.send(Message(to="romeo@example.net", body="never"))
+    assert not pending.called
+    stopped = c.stop()
+    reactor.advance(0)
+    outcome: list[Any] = []
+    pending.addErrback(lambda f: outcome.append(f.value))
+    assert stopped.called
+    assert len(outcome) == 1 and isinstance(outcome[0], DestructionRequested)
+    assert isinstance(pending, defer.Deferred)
