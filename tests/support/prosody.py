@@ -46,11 +46,13 @@ __all__ = [
     "DEFAULT_ACCOUNTS",
     "DEFAULT_DOMAIN",
     "DEFAULT_MODULES",
+    "LOOPBACK",
     "Account",
     "ProsodyError",
     "ProsodyNotInstalledError",
     "ProsodyServer",
     "ProsodyStartError",
+    "free_ports",
     "write_self_signed_certificate",
 ]
 
@@ -110,7 +112,7 @@ def _lua_list(values: Iterable[str | int]) -> str:
     return "{ " + ", ".join(items) + " }" if items else "{}"
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """Return *count* distinct loopback TCP ports that were free a moment ago."""
     sockets: list[socket.socket] = []
     try:
@@ -507,7 +509,7 @@ class ProsodyServer:
             raise ProsodyError("Prosody is already running")
         attempts = 1 if self._ports is not None else _PORT_ATTEMPTS
         for attempt in range(1, attempts + 1):
-            ports = self._ports or tuple(_free_ports(2))
+            ports = self._ports or tuple(free_ports(2))
             starttls_port, direct_tls_port = ports
             self.config_path.write_text(self.config_text(starttls_port, direct_tls_port))
             try:
