@@ -34,6 +34,7 @@ from .errors import (
 )
 from .jid import JID
 from .sasl import (
+    MechanismChoice,
     MechanismRefused,
     SASLMechanism,
     SASLProtocolError,
@@ -123,6 +124,12 @@ async def authenticate(
     are refused, a callable password provider is asked again with the next attempt number
     (until it returns ``None``); a fixed password is not retried.  If the server breaks the
     exchange, ``<abort/>`` is sent and the error raised.
+
+    When the channel binding of a ``-PLUS`` mechanism is a guess (the server did not announce
+    its types), a refusal is followed by the same mechanism with the next guess, on this
+    stream and with the same password: never by a mechanism without binding, which would be
+    the downgrade binding exists to prevent.  Only when every guess is refused are the
+    credentials taken as refused.  The accepted guess is remembered by the security layer.
     """
     offered = [m.text or "" for m in features.iterfind(f"{{{namespaces.SASL}}}mechanisms/*")]
     bindings = _channel_bindings(xmlstream)
@@ -138,39 +145,81 @@ async def authenticate(
         "anonymous": security_layer.anonymous,
         "external": security_layer.client_certificate is not None,
         "use_password": security_layer.password_provider is not None,
+        "binding_policy": security_layer.channel_binding,
+        "confirmed_binding": security_layer.confirmed_bindings.get(jid.domain),
     }
     refused: list[MechanismRefused] = []
     attempt = 0
     password: str | None = None
-    for choice in choose_mechanisms(offered, **situation):  # type: ignore[arg-type]
+    for group in _by_mechanism(choose_mechanisms(offered, **situation)):  # type: ignore[arg-type]
         while True:
-            if choice.needs_password and password is None:
+            if group[0].needs_password and password is None:
                 password = await security_layer.get_password(jid, attempt)
                 if password is None:
                     raise AuthenticationFailure("aborted", "the password provider gave up")
-            mechanism = choice.build(
-                username=jid.localpart or "",
-                password=password,
-                channel_binding=bindings.get(choice.binding or ""),
-            )
             try:
-                await _exchange(xmlstream, mechanism, timeout)
+                choice = await _try_bindings(xmlstream, group, jid, password, bindings, timeout)
             except MechanismRefused as error:
                 refused.append(error)
                 break
             except AuthenticationFailure:
                 attempt += 1
-                if not (choice.needs_password and security_layer.asks_again):
+                if not (group[0].needs_password and security_layer.asks_again):
                     raise
                 password = None
                 continue
-            _log.info("authenticated with {mechanism}", mechanism=choice.name)
+            _log.info("authenticated with {mechanism} ({binding})", mechanism=choice.name,
+                      binding=choice.binding or "no channel binding")  # fmt: skip
+            if choice.binding_guessed and choice.binding is not None:
+                security_layer.confirmed_bindings[jid.domain] = choice.binding
             xmlstream.sasl_mechanism = choice.name
             xmlstream.sasl_channel_binding = choice.binding
             return
     raise SASLUnavailable(
         unavailable_message(offered, refused_by_server=refused, **situation)  # type: ignore[arg-type]
     )
+
+
+def _by_mechanism(choices: list[MechanismChoice]) -> list[list[MechanismChoice]]:
+    """Group consecutive choices of the same mechanism (the binding guesses of a ``-PLUS``)."""
+    groups: list[list[MechanismChoice]] = []
+    for choice in choices:
+        if groups and groups[-1][0].name == choice.name:
+            groups[-1].append(choice)
+        else:
+            groups.append([choice])
+    return groups
+
+
+async def _try_bindings(
+    xmlstream: XMLStream,
+    group: list[MechanismChoice],
+    jid: JID,
+    password: str | None,
+    bindings: dict[str, bytes],
+    timeout: float,
+) -> MechanismChoice:
+    """Run the exchange with each choice of *group* until one succeeds; return it.
+
+    Every choice but the last is a binding guess: its refusal moves on to the next guess.
+    """
+    for index, choice in enumerate(group):
+        mechanism = choice.build(
+            username=jid.localpart or "",
+            password=password,
+            channel_binding=bindings.get(choice.binding or ""),
+        )
+        try:
+            await _exchange(xmlstream, mechanism, timeout)
+        except AuthenticationFailure as error:
+            if index + 1 == len(group):
+                raise
+            _log.info("{mechanism} with the guessed {binding} binding refused ({error}); "
+                      "trying {next}", mechanism=choice.name, binding=choice.binding,
+                      error=error, next=group[index + 1].binding)  # fmt: skip
+            continue
+        return choice
+    raise AssertionError("unreachable: a group is never empty")
 
 
 async def _exchange(xmlstream: XMLStream, mechanism: SASLMechanism, timeout: float) -> None:

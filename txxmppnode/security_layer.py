@@ -63,6 +63,7 @@ from .pinning import (
 )
 
 __all__ = [
+    "CHANNEL_BINDING_SETTINGS",
     "AbstractPinStore",
     "CertificatePinStore",
     "ChainError",
@@ -85,6 +86,14 @@ PasswordProvider: TypeAlias = Callable[[JID, int], "str | Awaitable[str | None] 
 FailureDecider: TypeAlias = Callable[["TLSVerifier"], "bool | Awaitable[bool]"]
 
 _TLS_VERSIONS: Final[Mapping[str, int]] = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
+#: The values of ``channel_binding``: decide per connection, never bind, or one pinned type.
+CHANNEL_BINDING_SETTINGS: Final = (
+    "auto",
+    "none",
+    "tls-exporter",
+    "tls-unique",
+    "tls-server-end-point",
+)
 
 #: TLS 1.2 suites with forward secrecy and no legacy algorithms (TLS 1.3 suites are all fine).
 _TLS12_CIPHERS: Final = (
@@ -365,6 +374,9 @@ class SecurityLayer:
     :ivar allow_plain_without_tls: allow SASL PLAIN on a stream without TLS (STARTTLS is
         still demanded; this only affects the mechanism choice).
     :ivar tls_max_version: ``None`` (the newest OpenSSL offers), ``"1.2"`` or ``"1.3"``.
+    :ivar channel_binding: which channel binding SCRAM ``-PLUS`` uses: ``"auto"`` (the rule
+        of :func:`txxmppnode.sasl.binding_types`), ``"none"`` (never ``-PLUS``) or one type
+        pinned (``"tls-exporter"``, ``"tls-unique"``, ``"tls-server-end-point"``).
     """
 
     password_provider: str | PasswordProvider | None = field(repr=False)
@@ -377,6 +389,13 @@ class SecurityLayer:
     client_certificate_chain: tuple[x509.Certificate, ...] = ()
     allow_plain_without_tls: bool = False
     tls_max_version: str | None = None
+    channel_binding: str = "auto"
+    # Per domain, the binding type a server accepted when it was a guess (it did not announce
+    # its types with XEP-0440): later connections try it first instead of failing a guess
+    # again, which a server may count as a failed login.
+    confirmed_bindings: dict[str, str] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
     # One OpenSSL context per ALPN list, shared by every connection: building one loads the
     # trust store, which costs milliseconds (per-connection state lives on the Connection).
     _contexts: dict[tuple[bytes, ...], SSL.Context] = field(
@@ -402,6 +421,11 @@ class SecurityLayer:
             )
         if not IOpenSSLTrustRoot.providedBy(self.trust_root):
             raise TypeError("trust_root must provide IOpenSSLTrustRoot")
+        if self.channel_binding not in CHANNEL_BINDING_SETTINGS:
+            raise ValueError(
+                f"channel_binding must be one of {', '.join(CHANNEL_BINDING_SETTINGS)}, "
+                f"not {self.channel_binding!r}"
+            )
 
     # -- credentials -----------------------------------------------------------------------
 
@@ -588,6 +612,7 @@ def make(
     client_certificate: ssl.PrivateCertificate | str | os.PathLike[str] | None = None,
     allow_plain_without_tls: bool = False,
     tls_max_version: str | None = None,
+    channel_binding: str | None = "auto",
 ) -> SecurityLayer:
     """Build a :class:`SecurityLayer`; every argument is checked here.
 
@@ -607,6 +632,10 @@ def make(
         file holding the certificate, its key and optionally intermediates.
     :param allow_plain_without_tls: allow SASL PLAIN without TLS (STARTTLS stays required).
     :param tls_max_version: ``None``, ``"1.2"`` or ``"1.3"``.
+    :param channel_binding: ``"auto"`` (default: the binding type is chosen per connection by
+        the rule in ``docs/security.rst``), ``"none"`` or ``None`` (never use ``-PLUS``; for a
+        server whose binding is broken), or a type to pin (``"tls-exporter"``,
+        ``"tls-unique"``, ``"tls-server-end-point"``: the only one used).
     :raises TypeError: for an argument of the wrong type.
     :raises ValueError: for an unusable value (e.g. no password and no alternative).
     """
@@ -649,4 +678,5 @@ def make(
         client_certificate_chain=chain,
         allow_plain_without_tls=bool(allow_plain_without_tls),
         tls_max_version=tls_max_version,
+        channel_binding="none" if channel_binding is None else channel_binding,
     )

@@ -169,3 +169,92 @@ def test_mechanism_refusal_moves_to_the_next_mechanism(condition: str) -> None:
     stream.dataReceived(f"<success xmlns='{SASL}'/>".encode())
     assert result.called and result.result is None
     assert stream.sasl_mechanism == "PLAIN"
+
+
+def plus_features() -> Any:
+    stream_parser = XMLStreamParser()
+    wanted = (
+        f"<stream:features><mechanisms xmlns='{SASL}'><mechanism>SCRAM-SHA-1-PLUS</mechanism>"
+        "<mechanism>SCRAM-SHA-1</mechanism></mechanisms></stream:features>"
+    )
+    return stream_parser.feed(PEER_HEADER + wanted.encode())[-1].element
+
+
+@pytest.fixture
+def tls13(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the in-memory stream look like TLS 1.3 with both candidate bindings."""
+    import txxmppnode.negotiation as negotiation
+
+    monkeypatch.setattr(XMLStream, "tls_connection", property(lambda self: object()))
+    bindings = {"tls-exporter": b"e" * 32, "tls-unique": b"f" * 32}
+    monkeypatch.setattr(negotiation, "_channel_bindings", lambda stream: bindings)
+
+
+def gs2_header(auth: Any) -> bytes:
+    return base64.b64decode(auth.text).split(b",n=")[0]
+
+
+@pytest.mark.usefixtures("tls13")
+def test_a_refused_binding_guess_is_followed_by_the_next_guess_never_by_plain_scram() -> None:
+    stream, transport = connected()
+    asked: list[int] = []
+
+    def provider(jid: JID, attempt: int) -> str:
+        asked.append(attempt)
+        return "secret"
+
+    result = run_sasl(stream, plus_features(), provider)
+    (first,) = sent_elements(transport)
+    assert first.get("mechanism") == "SCRAM-SHA-1-PLUS"
+    assert gs2_header(first) == b"p=tls-unique,"
+    stream.dataReceived(f"<failure xmlns='{SASL}'><not-authorized/></failure>".encode())
+    (second,) = sent_elements(transport)
+    assert second.get("mechanism") == "SCRAM-SHA-1-PLUS"
+    assert gs2_header(second) == b"p=tls-exporter,"
+    assert asked == [0]  # the same password: a guess is not a new attempt
+    stream.dataReceived(f"<failure xmlns='{SASL}'><not-authorized/></failure>".encode())
+    # every guess refused: the credentials are refused; the provider is asked again and the
+    # guesses start over, still without a fall back to SCRAM-SHA-1
+    (third,) = sent_elements(transport)
+    assert asked == [0, 1]
+    assert third.get("mechanism") == "SCRAM-SHA-1-PLUS"
+    assert gs2_header(third) == b"p=tls-unique,"
+    assert not result.called
+    result.cancel()
+    result.addErrback(lambda f: None)
+
+
+@pytest.mark.usefixtures("tls13")
+def test_every_guess_refused_with_a_fixed_password_is_not_authorized() -> None:
+    stream, transport = connected()
+    result = run_sasl(stream, plus_features())
+    for _ in range(2):
+        (auth,) = sent_elements(transport)
+        assert auth.get("mechanism") == "SCRAM-SHA-1-PLUS"
+        stream.dataReceived(f"<failure xmlns='{SASL}'><not-authorized/></failure>".encode())
+    failure = result.result
+    result.addErrback(lambda f: None)
+    assert isinstance(failure.value, AuthenticationFailure)
+    assert sent_elements(transport) == []
+
+
+@pytest.mark.usefixtures("tls13")
+def test_a_confirmed_binding_is_tried_first_and_a_pinned_one_alone() -> None:
+    stream, transport = connected()
+    layer = make("secret")
+    layer.confirmed_bindings["example.com"] = "tls-exporter"
+    result = defer.Deferred.fromCoroutine(authenticate(stream, plus_features(), JULIET, layer, 5))
+    (auth,) = sent_elements(transport)
+    assert gs2_header(auth) == b"p=tls-exporter,"
+    result.cancel()
+    result.addErrback(lambda f: None)
+
+    stream, transport = connected()
+    result = run_sasl(stream, plus_features(), channel_binding="tls-unique")
+    (auth,) = sent_elements(transport)
+    assert gs2_header(auth) == b"p=tls-unique,"
+    stream.dataReceived(f"<failure xmlns='{SASL}'><not-authorized/></failure>".encode())
+    failure = result.result
+    result.addErrback(lambda f: None)
+    assert isinstance(failure.value, AuthenticationFailure)
+    assert sent_elements(transport) == []

@@ -26,6 +26,7 @@ from txxmppnode.sasl import (
     MechanismRefused,
     PlainMechanism,
     SASLProtocolError,
+    binding_types,
     choose_mechanisms,
     failure_for_condition,
     unavailable_message,
@@ -595,14 +596,97 @@ def test_tls_unique_preferred_on_tls12() -> None:
     assert summary(choices) == ["SCRAM-SHA-1-PLUS/tls-unique", "SCRAM-SHA-1"]
 
 
-def test_server_end_point_as_last_resort() -> None:
-    """tls-server-end-point is used when it is the only binding."""
-    choices = choose_mechanisms(
+def test_server_end_point_only_when_announced_or_pinned() -> None:
+    """tls-server-end-point alone is not guessed (servers without XEP-0440 refuse it)."""
+    only = {"tls-server-end-point": b"s" * 32}
+    guessed = choose_mechanisms(["SCRAM-SHA-256-PLUS"], tls_active=True, channel_bindings=only)
+    assert guessed == []
+    announced = choose_mechanisms(
         ["SCRAM-SHA-256-PLUS"],
         tls_active=True,
-        channel_bindings={"tls-server-end-point": b"s" * 32},
+        channel_bindings=only,
+        server_binding_types=["tls-server-end-point"],
     )
-    assert summary(choices) == ["SCRAM-SHA-256-PLUS/tls-server-end-point"]
+    assert summary(announced) == ["SCRAM-SHA-256-PLUS/tls-server-end-point"]
+    pinned = choose_mechanisms(
+        ["SCRAM-SHA-256-PLUS"],
+        tls_active=True,
+        channel_bindings=only,
+        binding_policy="tls-server-end-point",
+    )
+    assert summary(pinned) == ["SCRAM-SHA-256-PLUS/tls-server-end-point"]
+
+
+#: TLS 1.3 as channel_bindings() reports it: tls-exporter and the pre-RFC 9266 tls-unique
+TLS13_FULL = {**TLS13, "tls-unique": b"f" * 32}
+
+
+@pytest.mark.parametrize(
+    ("bindings", "announced", "policy", "confirmed", "expected"),
+    [
+        # nothing announced: RFC 5929's default on TLS 1.2, both candidates on TLS 1.3
+        (TLS12, None, "auto", None, ["tls-unique"]),
+        (TLS13_FULL, None, "auto", None, ["tls-unique", "tls-exporter"]),
+        (TLS13_FULL, None, "auto", "tls-exporter", ["tls-exporter", "tls-unique"]),
+        (TLS13, None, "auto", None, ["tls-exporter"]),
+        # announced: one type, ours to prefer among those
+        (TLS13_FULL, ["tls-unique", "tls-exporter"], "auto", None, ["tls-exporter"]),
+        (TLS13_FULL, ["tls-unique"], "auto", None, ["tls-unique"]),
+        (TLS12, ["tls-exporter"], "auto", None, []),
+        # pinned or disabled: the caller decides, whatever the server says
+        (TLS13_FULL, ["tls-exporter"], "tls-server-end-point", None, ["tls-server-end-point"]),
+        (TLS12, None, "tls-exporter", None, []),
+        (TLS13_FULL, ["tls-exporter"], "none", None, []),
+    ],
+)
+def test_binding_types_rule(
+    bindings: dict[str, bytes],
+    announced: list[str] | None,
+    policy: str,
+    confirmed: str | None,
+    expected: list[str],
+) -> None:
+    """The table of docs/security.rst, row by row."""
+    assert binding_types(bindings, announced, policy=policy, confirmed=confirmed) == expected
+
+
+def test_guessed_bindings_are_each_tried_before_plain_scram() -> None:
+    """TLS 1.3, -PLUS offered, nothing announced: each -PLUS once per guess, then SCRAM n,,."""
+    choices = choose_mechanisms(
+        ["SCRAM-SHA-1", "SCRAM-SHA-1-PLUS"], tls_active=True, channel_bindings=TLS13_FULL
+    )
+    assert summary(choices) == [
+        "SCRAM-SHA-1-PLUS/tls-unique",
+        "SCRAM-SHA-1-PLUS/tls-exporter",
+        "SCRAM-SHA-1",
+    ]
+    assert [c.binding_guessed for c in choices] == [True, True, False]
+
+
+def test_disabled_binding_means_no_plus_and_n_flag() -> None:
+    """binding_policy="none": -PLUS refused with the reason, SCRAM without the y flag."""
+    kwargs: dict[str, Any] = {
+        "tls_active": True,
+        "channel_bindings": TLS13_FULL,
+        "binding_policy": "none",
+    }
+    choices = choose_mechanisms(["SCRAM-SHA-1", "SCRAM-SHA-1-PLUS"], **kwargs)
+    assert summary(choices) == ["SCRAM-SHA-1"]
+    only_scram = choose_mechanisms(["SCRAM-SHA-1"], **kwargs)
+    assert summary(only_scram) == ["SCRAM-SHA-1"]  # n,, : we do not claim to bind
+    message = unavailable_message(["SCRAM-SHA-1-PLUS"], **kwargs)
+    assert "SCRAM-SHA-1-PLUS: channel binding is disabled" in message
+
+
+def test_pinned_binding_unavailable_is_explained() -> None:
+    """A pinned type this connection cannot compute: -PLUS refused, and the message says so."""
+    message = unavailable_message(
+        ["SCRAM-SHA-1-PLUS"],
+        tls_active=True,
+        channel_bindings=TLS12,
+        binding_policy="tls-exporter",
+    )
+    assert "the pinned channel binding tls-exporter is not available" in message
 
 
 @pytest.mark.parametrize(
