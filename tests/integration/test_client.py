@@ -1,4 +1,7 @@
-"""Client against the real Prosody, with faults from the test-controlled proxy."""
+"""Client against the real servers, with faults from the test-controlled proxy.
+
+The scenarios that take ``xmpp_server`` (or ``make_xmpp_server``) run against Prosody and
+against ejabberd."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from typing import Any
 import pytest
 from twisted.internet import defer
 
+from tests.conftest import XMPPServer
 from tests.support.prosody import ProsodyServer
 from tests.support.proxy import FaultProxy
 from tests.support.reactor import ReactorThread
@@ -53,7 +57,7 @@ def clients(
     made: list[Client] = []
 
     def make_client(
-        server: ProsodyServer,
+        server: XMPPServer,
         account: str = "juliet",
         *,
         port: int | None = None,
@@ -91,16 +95,16 @@ def start_and_wait(reactor_thread: ReactorThread, client: Client) -> None:
 
 
 def test_start_establishes_a_bound_stream_and_sends(
-    prosody: ProsodyServer, clients: Callable[..., Client], reactor_thread: ReactorThread
+    xmpp_server: XMPPServer, clients: Callable[..., Client], reactor_thread: ReactorThread
 ) -> None:
-    juliet = clients(prosody)
-    romeo = clients(prosody, "romeo")
+    juliet = clients(xmpp_server)
+    romeo = clients(xmpp_server, "romeo")
     recorder = Recorder(juliet)
     start_and_wait(reactor_thread, juliet)
     start_and_wait(reactor_thread, romeo)
     assert recorder.names() == ["before_stream_established", "on_stream_established"]
     assert juliet.established and juliet.running and not juliet.suspended
-    assert str(juliet.local_jid) == prosody.jid("juliet") + "/node"
+    assert str(juliet.local_jid) == xmpp_server.jid("juliet") + "/node"
     assert juliet.stream.sm_enabled
 
     async def exchange() -> str:
@@ -127,14 +131,14 @@ def test_enqueue_needs_an_established_stream(
 
 
 def test_cut_connection_is_suspended_then_resumed_and_nothing_lost(
-    prosody: ProsodyServer,
+    xmpp_server: XMPPServer,
     clients: Callable[..., Client],
     reactor_thread: ReactorThread,
     make_fault_proxy: Callable[..., FaultProxy],
 ) -> None:
-    proxy = make_fault_proxy(prosody.starttls_port)
-    juliet = clients(prosody, port=proxy.port)
-    romeo = clients(prosody, "romeo")
+    proxy = make_fault_proxy(xmpp_server.starttls_port)
+    juliet = clients(xmpp_server, port=proxy.port)
+    romeo = clients(xmpp_server, "romeo")
     start_and_wait(reactor_thread, juliet)
     start_and_wait(reactor_thread, romeo)
     recorder = Recorder(juliet)
@@ -167,12 +171,12 @@ def test_cut_connection_is_suspended_then_resumed_and_nothing_lost(
     assert juliet.established
 
 
-def test_prosody_restart_destroys_and_reestablishes_and_presence_is_resent(
-    make_prosody: Callable[..., ProsodyServer],
+def test_server_restart_destroys_and_reestablishes_and_presence_is_resent(
+    make_xmpp_server: Callable[..., XMPPServer],
     clients: Callable[..., Client],
     reactor_thread: ReactorThread,
 ) -> None:
-    server = make_prosody()
+    server = make_xmpp_server()
     juliet = clients(server, cls=PresenceManagedClient)
     assert isinstance(juliet, PresenceManagedClient)
     recorder = Recorder(juliet)
@@ -206,13 +210,13 @@ def test_prosody_restart_destroys_and_reestablishes_and_presence_is_resent(
 
 
 def test_wrong_password_fails_after_one_attempt(
-    prosody: ProsodyServer,
+    xmpp_server: XMPPServer,
     clients: Callable[..., Client],
     reactor_thread: ReactorThread,
     make_fault_proxy: Callable[..., FaultProxy],
 ) -> None:
-    proxy = make_fault_proxy(prosody.starttls_port)
-    juliet = clients(prosody, port=proxy.port, password="wrong")
+    proxy = make_fault_proxy(xmpp_server.starttls_port)
+    juliet = clients(xmpp_server, port=proxy.port, password="wrong")
     recorder = Recorder(juliet)
 
     def start() -> defer.Deferred[Any]:
@@ -383,13 +387,13 @@ def test_use_connected_gives_the_stream_and_stops_after_the_block(
 
 
 def test_tcp_closed_without_a_footer_reconnects(
-    prosody: ProsodyServer,
+    xmpp_server: XMPPServer,
     clients: Callable[..., Client],
     reactor_thread: ReactorThread,
     make_fault_proxy: Callable[..., FaultProxy],
 ) -> None:
-    proxy = make_fault_proxy(prosody.starttls_port)
-    juliet = clients(prosody, port=proxy.port)
+    proxy = make_fault_proxy(xmpp_server.starttls_port)
+    juliet = clients(xmpp_server, port=proxy.port)
     start_and_wait(reactor_thread, juliet)
     recorder = Recorder(juliet)
 
