@@ -258,3 +258,68 @@ def test_a_confirmed_binding_is_tried_first_and_a_pinned_one_alone() -> None:
     result.addErrback(lambda f: None)
     assert isinstance(failure.value, AuthenticationFailure)
     assert sent_elements(transport) == []
+
+
+BIND_NS = "urn:ietf:params:xml:ns:xmpp-bind"
+SESSION_NS = "urn:ietf:params:xml:ns:xmpp-session"
+
+
+def bind_features(session: str) -> Any:
+    stream_parser = XMLStreamParser()
+    wanted = f"<stream:features><bind xmlns='{BIND_NS}'/>{session}</stream:features>"
+    return stream_parser.feed(PEER_HEADER + wanted.encode())[-1].element
+
+
+def answer_bind(stream: XMLStream, transport: StringTransport) -> Any:
+    """Answer the <bind/> request; return what the client sent next."""
+    (request,) = sent_elements(transport)
+    assert request.find(f"{{{BIND_NS}}}bind") is not None
+    stream.dataReceived(
+        f"<iq type='result' id='{request.get('id')}'><bind xmlns='{BIND_NS}'>"
+        f"<jid>juliet@example.com/balcony</jid></bind></iq>".encode()
+    )
+    return sent_elements(transport)
+
+
+@pytest.mark.parametrize(
+    "session",
+    ["", f"<session xmlns='{SESSION_NS}'><optional/></session>"],
+    ids=["absent", "optional"],
+)
+def test_no_legacy_session_when_absent_or_optional(session: str) -> None:
+    from txxmppnode.negotiation import bind_resource
+
+    stream, transport = connected()
+    result = defer.Deferred.fromCoroutine(
+        bind_resource(stream, bind_features(session), "balcony", 5)
+    )
+    assert answer_bind(stream, transport) == []
+    assert str(result.result) == "juliet@example.com/balcony"
+
+
+def test_legacy_session_when_required_and_its_refusal() -> None:
+    from txxmppnode.errors import ResourceBindingFailure
+    from txxmppnode.negotiation import bind_resource
+
+    for outcome in ("result", "error"):
+        stream, transport = connected()
+        result = defer.Deferred.fromCoroutine(
+            bind_resource(stream, bind_features(f"<session xmlns='{SESSION_NS}'/>"), "b", 5)
+        )
+        (request,) = answer_bind(stream, transport)
+        assert request.find(f"{{{SESSION_NS}}}session") is not None
+        assert request.get("type") == "set"
+        error = (
+            "<error type='cancel'><not-allowed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+            "</error>"
+            if outcome == "error"
+            else ""
+        )
+        stream.dataReceived(f"<iq type='{outcome}' id='{request.get('id')}'>{error}</iq>".encode())
+        if outcome == "result":
+            assert str(result.result) == "juliet@example.com/balcony"
+        else:
+            failure = result.result
+            result.addErrback(lambda f: None)
+            assert isinstance(failure.value, ResourceBindingFailure)
+            assert "session establishment refused" in str(failure.value)
