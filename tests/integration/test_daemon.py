@@ -455,6 +455,69 @@ def test_survives_a_tcp_cut_without_losing_a_message(
     node.wait_for(r"SIGINT: stopping")
 
 
+@pytest.mark.parametrize("policy", ["default", "listed", "elsewhere"])
+def test_a_peer_that_is_not_subscribed_asks_and_is_answered_by_the_policy(
+    server: XMPPServer,
+    accounts: Accounts,
+    policy: str,
+    reactor_thread: ReactorThread,
+    run_daemon: Callable[..., Daemon],
+    tmp_path: Path,
+) -> None:
+    stranger = server.register()
+    args = node_args(server, accounts, tmp_path, f"sub-{policy}", server.starttls_port)
+    if policy == "listed":
+        args.append(f"--subscriptions=someone@else.example,{stranger.jid}")
+    elif policy == "elsewhere":
+        args.append("--subscriptions=else.example")
+    node = run_daemon(*args)
+    full_jid = f"{accounts.node.jid}/sub-{policy}"
+    node.wait_for(rf"established: {re.escape(full_jid)} ", timeout=START_TIMEOUT)
+    client = _client(server, stranger, "peer", PresenceManagedClient)
+    presences: Inbox[Presence] = Inbox()
+    client.stream.register_presence_callback(None, None, presences.add)
+
+    def is_online(presence: Presence) -> bool:
+        return str(presence.from_) == full_jid and presence.type_ is PresenceType.AVAILABLE
+
+    async def ask() -> list[Presence]:
+        online = client.on_stream_established.next()
+        client.presence = PresenceState(True)
+        await online
+        client.enqueue(Presence(to=JID.fromstr(accounts.node.jid), type_="subscribe"))
+        # approved: the server sends the node's current presence
+        return await presences.when(lambda items: any(is_online(p) for p in items))
+
+    try:
+        if policy == "elsewhere":
+            reactor_thread.run(lambda: defer.Deferred.fromCoroutine(client_online(client)))
+            reactor_thread.run(
+                client.enqueue, Presence(to=JID.fromstr(accounts.node.jid), type_="subscribe")
+            )
+            node.wait_for(
+                rf"subscription request from {re.escape(stranger.jid)} ignored "
+                r"\(policy: else\.example\)"
+            )
+            # not approved: nothing tells the requester that the node is online
+            assert not [p for p in presences.items if is_online(p)]
+            return
+        seen = reactor_thread.run(lambda: defer.Deferred.fromCoroutine(ask()), timeout=STEP_TIMEOUT)
+        # how the approval itself reaches the requester differs (ejabberd forwards the
+        # <presence type='subscribed'/>, Prosody 0.12 sends an unavailable presence from the
+        # bare JID first): what both do, as RFC 6121 §3.1.5 says, is send the node's presence
+        # once it approved
+        node.wait_for(rf"subscription request from {re.escape(stranger.jid)} approved")
+        assert any(str(p.from_) == full_jid for p in seen)
+    finally:
+        reactor_thread.run(client.stop, timeout=STEP_TIMEOUT)
+
+
+async def client_online(client: PresenceManagedClient) -> None:
+    online = client.on_stream_established.next()
+    client.presence = PresenceState(True)
+    await online
+
+
 def test_the_example_bot_of_the_operations_guide(
     server: XMPPServer,
     accounts: Accounts,
