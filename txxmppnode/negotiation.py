@@ -34,6 +34,7 @@ from .errors import (
 )
 from .jid import JID
 from .sasl import (
+    KeyDerivation,
     MechanismRefused,
     SASLMechanism,
     SASLProtocolError,
@@ -154,7 +155,7 @@ async def authenticate(
                 channel_binding=bindings.get(choice.binding or ""),
             )
             try:
-                await _exchange(xmlstream, mechanism, timeout)
+                await _exchange(xmlstream, mechanism, security_layer, timeout)
             except MechanismRefused as error:
                 refused.append(error)
                 break
@@ -173,8 +174,16 @@ async def authenticate(
     )
 
 
-async def _exchange(xmlstream: XMLStream, mechanism: SASLMechanism, timeout: float) -> None:
-    """One SASL exchange with *mechanism*; returns on success, raises on failure."""
+async def _exchange(
+    xmlstream: XMLStream, mechanism: SASLMechanism, security_layer: SecurityLayer, timeout: float
+) -> None:
+    """One SASL exchange with *mechanism*; returns on success, raises on failure.
+
+    A key derivation the mechanism asks for (SCRAM's PBKDF2) runs through the security layer's
+    :class:`~txxmppnode.key_derivation.KeyDeriver`: in the reactor's thread pool, or from its
+    cache.  It is a step of its own, bounded by *timeout* like waiting for an answer: when it
+    takes longer, :class:`TimeoutError` ends the attempt while the thread computes on.
+    """
     auth = _element(namespaces.SASL, "auth")
     auth.set("mechanism", mechanism.name)
     initial = mechanism.initial_response()
@@ -189,6 +198,9 @@ async def _exchange(xmlstream: XMLStream, mechanism: SASLMechanism, timeout: flo
                 raise SASLProtocolError(f"unexpected {answer.tag!r} during SASL")
             if name.localname == "challenge":
                 reply = mechanism.respond(_decode(answer))
+                if isinstance(reply, KeyDerivation):
+                    derived = security_layer.key_deriver.derive(reply, xmlstream.reactor, timeout)
+                    reply = mechanism.resume(await derived)
                 response = _element(namespaces.SASL, "response")
                 response.text = base64.b64encode(reply).decode("ascii")
                 xmlstream.send(response)

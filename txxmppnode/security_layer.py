@@ -53,6 +53,7 @@ from zope.interface import implementer
 
 from .errors import TLSFailure
 from .jid import JID
+from .key_derivation import KeyDeriver
 from .pinning import (
     AbstractPinStore,
     CertificatePinStore,
@@ -365,6 +366,9 @@ class SecurityLayer:
     :ivar allow_plain_without_tls: allow SASL PLAIN on a stream without TLS (STARTTLS is
         still demanded; this only affects the mechanism choice).
     :ivar tls_max_version: ``None`` (the newest OpenSSL offers), ``"1.2"`` or ``"1.3"``.
+    :ivar key_deriver: computes SCRAM's salted passwords in the reactor's thread pool and
+        remembers the last few, so the connections made with this layer derive each once
+        (:mod:`txxmppnode.key_derivation`); :meth:`clear_scram_cache` empties it.
     """
 
     password_provider: str | PasswordProvider | None = field(repr=False)
@@ -377,6 +381,7 @@ class SecurityLayer:
     client_certificate_chain: tuple[x509.Certificate, ...] = ()
     allow_plain_without_tls: bool = False
     tls_max_version: str | None = None
+    key_deriver: KeyDeriver = field(default_factory=KeyDeriver, repr=False, compare=False)
     # One OpenSSL context per ALPN list, shared by every connection: building one loads the
     # trust store, which costs milliseconds (per-connection state lives on the Connection).
     _contexts: dict[tuple[bytes, ...], SSL.Context] = field(
@@ -434,6 +439,15 @@ class SecurityLayer:
             return result
 
         return defer.Deferred.fromCoroutine(obtain())
+
+    def clear_scram_cache(self) -> None:
+        """Forget the SCRAM salted passwords remembered for reconnections.
+
+        The next SCRAM authentication derives its key again.  Nothing needs clearing when the
+        password changes (the cache is keyed by it); this is for dropping what is held in
+        memory.
+        """
+        self.key_deriver.clear()
 
     # -- TLS -----------------------------------------------------------------------------------
 

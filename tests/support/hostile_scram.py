@@ -78,8 +78,8 @@ class HostileScramServer:
         # the client offers ALPN xmpp-client; a context without protocols answers that with an
         # internal-error alert
         self._tls = ssl.CertificateOptions(
-            privateKey=private.privateKey.original,
-            certificate=private.original,
+            privateKey=private.privateKey.original.to_cryptography_key(),
+            certificate=private.original.to_cryptography(),
             acceptableProtocols=[b"xmpp-client"],
         )
         self._keys: tuple[bytes, bytes] | None = None

@@ -22,6 +22,7 @@ from txxmppnode.sasl import (
     AnonymousMechanism,
     CredentialsError,
     ExternalMechanism,
+    KeyDerivation,
     MechanismChoice,
     MechanismRefused,
     PlainMechanism,
@@ -32,6 +33,14 @@ from txxmppnode.sasl import (
 )
 from txxmppnode.saslprep import saslprep
 from txxmppnode.scram import ScramMechanism, escape_username
+
+
+def answer(mechanism: ScramMechanism, server_first: bytes) -> bytes:
+    """Answer the server-first message: derive the key it asks for here, then resume."""
+    derivation = mechanism.respond(server_first)
+    assert isinstance(derivation, KeyDerivation)
+    return mechanism.resume(derivation.compute())
+
 
 # -- published test vectors ------------------------------------------------------------------
 
@@ -67,7 +76,7 @@ def test_rfc5802_scram_sha_1_vector() -> None:
     mechanism = ScramMechanism("SCRAM-SHA-1", "user", "pencil", client_nonce=RFC5802.nonce)
     assert mechanism.name == "SCRAM-SHA-1"
     assert mechanism.initial_response() == b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL"
-    assert mechanism.respond(RFC5802.server_first) == RFC5802.client_final
+    assert answer(mechanism, RFC5802.server_first) == RFC5802.client_final
     mechanism.finish(RFC5802.server_final)
 
 
@@ -75,7 +84,7 @@ def test_rfc7677_scram_sha_256_vector() -> None:
     """RFC 7677 §3: user "user", password "pencil"."""
     mechanism = ScramMechanism("SCRAM-SHA-256", "user", "pencil", client_nonce=RFC7677.nonce)
     assert mechanism.initial_response() == b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
-    assert mechanism.respond(RFC7677.server_first) == RFC7677.client_final
+    assert answer(mechanism, RFC7677.server_first) == RFC7677.client_final
     mechanism.finish(RFC7677.server_final)
 
 
@@ -137,7 +146,7 @@ def run_exchange(mechanism: ScramMechanism, server: ScramServer) -> bytes:
 
 def run_exchange_from(mechanism: ScramMechanism, initial: bytes, server: ScramServer) -> bytes:
     """Run the exchange after the client-first message *initial*; return the client-final."""
-    client_final = mechanism.respond(server.first(initial))
+    client_final = answer(mechanism, server.first(initial))
     mechanism.finish(server.final(client_final))
     return client_final
 
@@ -186,7 +195,7 @@ def test_plus_with_the_wrong_binding_is_refused_by_the_server() -> None:
         "SCRAM-SHA-256-PLUS", "juliet", "secret", channel_binding=("tls-exporter", b"A" * 32)
     )
     server = ScramServer("SHA-256", "secret", binding_data=b"B" * 32)
-    client_final = mechanism.respond(server.first(mechanism.initial_response()))
+    client_final = answer(mechanism, server.first(mechanism.initial_response()))
     with pytest.raises(AssertionError):
         server.final(client_final)
 
@@ -219,7 +228,7 @@ def test_scramp_server_accepts_us(family: str, binding_type: str | None) -> None
     server = mechanism_info.make_server(lambda _user: auth_info, channel_binding=binding)
     client = ScramMechanism(name, "user", "pencil", channel_binding=binding)
     server.set_client_first(client.initial_response().decode())
-    client_final = client.respond(server.get_server_first().encode())
+    client_final = answer(client, server.get_server_first().encode())
     server.set_client_final(client_final.decode())
     client.finish(server.get_server_final().encode())
 
@@ -257,7 +266,7 @@ def started(name: str = "SCRAM-SHA-1") -> ScramMechanism:
 def test_wrong_server_signature_is_an_authentication_failure() -> None:
     """The server is not who it claims: AuthenticationFailure server-signature-mismatch."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     with pytest.raises(AuthenticationFailure) as raised:
         mechanism.finish(b"v=" + base64.b64encode(b"\0" * 20))
     assert raised.value.condition == "server-signature-mismatch"
@@ -268,7 +277,7 @@ def test_wrong_server_signature_is_an_authentication_failure() -> None:
 def test_success_without_server_signature_is_refused(data: bytes | None) -> None:
     """<success/> without v= leaves the server unauthenticated."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     with pytest.raises(AuthenticationFailure, match="without a server signature") as raised:
         mechanism.finish(data)
     assert raised.value.condition == "server-signature-mismatch"
@@ -283,7 +292,7 @@ def test_success_before_any_challenge_is_refused() -> None:
 def test_server_final_as_a_challenge() -> None:
     """Some servers send v= as a second challenge and an empty <success/>."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     assert mechanism.respond(RFC5802.server_final) == b""
     mechanism.finish(None)
 
@@ -291,7 +300,7 @@ def test_server_final_as_a_challenge() -> None:
 def test_wrong_server_final_as_a_challenge() -> None:
     """A wrong v= in a challenge fails at once."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     with pytest.raises(AuthenticationFailure, match="server signature is wrong"):
         mechanism.respond(b"v=" + base64.b64encode(b"\1" * 20))
 
@@ -299,7 +308,7 @@ def test_wrong_server_final_as_a_challenge() -> None:
 def test_third_challenge_is_a_protocol_error() -> None:
     """Nothing follows the server-final message."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     mechanism.respond(RFC5802.server_final)
     with pytest.raises(SASLProtocolError, match="unexpected challenge"):
         mechanism.respond(b"r=x")
@@ -308,7 +317,7 @@ def test_third_challenge_is_a_protocol_error() -> None:
 def test_server_error_in_server_final() -> None:
     """e= reports the server's SCRAM error as not-authorized."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     with pytest.raises(AuthenticationFailure, match="invalid-proof") as raised:
         mechanism.finish(b"e=invalid-proof")
     assert raised.value.condition == "not-authorized"
@@ -356,7 +365,7 @@ def test_malformed_server_first_is_refused(server_first: bytes, message: str) ->
 def test_extensions_after_the_iteration_count_are_ignored() -> None:
     """RFC 5802 lets the server append extensions; they do not enter the computation."""
     server_first = RFC5802.server_first + b",x=future"
-    proof = started().respond(server_first).rpartition(b",p=")[2]
+    proof = answer(started(), server_first).rpartition(b",p=")[2]
     assert proof != RFC5802.client_final.rpartition(b",p=")[2]  # AuthMessage differs
 
 
@@ -364,7 +373,7 @@ def test_extensions_after_the_iteration_count_are_ignored() -> None:
 def test_malformed_server_final(server_final: bytes) -> None:
     """A server-final message that is not v=/e= is refused."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     with pytest.raises((SASLProtocolError, AuthenticationFailure)):
         mechanism.finish(server_final)
 
@@ -424,7 +433,7 @@ def test_username_and_password_are_saslprepped() -> None:
     server_first = b"r=nonce,s=QSXCR+Q6sek8bf92,i=4096"
     for mechanism in (prepared, plain):
         mechanism.initial_response()
-    assert prepared.respond(server_first) == plain.respond(server_first)
+    assert answer(prepared, server_first) == answer(plain, server_first)
 
 
 def test_unassigned_code_points_allowed_in_usernames_only() -> None:
