@@ -10,8 +10,9 @@ so the reactor runs on meanwhile), under the negotiation step's timeout, through
 Why the reactor's thread pool (``reactor.getThreadPool()``) rather than a pool of our own: its
 threads are started and joined with the reactor, so using the library never leaves behind a
 thread that keeps a process from exiting; it comes with the reactor the stream was given, which
-tests replace like every clock; and the iteration bound (:data:`txxmppnode.scram.MAX_ITERATIONS`)
-keeps each job short enough not to hold the pool, which name resolution shares, for long.
+tests replace like every clock; and the iteration bound (``scram_max_iterations``, by default
+:data:`txxmppnode.scram.MAX_ITERATIONS`, about a second of CPU at most) keeps each job short
+enough not to hold the pool, which name resolution shares, for long.
 
 Why the timeout is ours and not the thread's: a running PBKDF2 cannot be interrupted.  When the
 deadline passes, :meth:`KeyDeriver.derive` fails at once with :class:`TimeoutError` and the

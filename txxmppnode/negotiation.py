@@ -153,6 +153,7 @@ async def authenticate(
                 username=jid.localpart or "",
                 password=password,
                 channel_binding=bindings.get(choice.binding or ""),
+                max_iterations=security_layer.scram_max_iterations,
             )
             try:
                 await _exchange(xmlstream, mechanism, security_layer, timeout)

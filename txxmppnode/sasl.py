@@ -319,6 +319,7 @@ class MechanismChoice:
         channel_binding: bytes | None = None,
         authzid: str | None = None,
         trace: str = "",
+        max_iterations: int | None = None,
     ) -> SASLMechanism:
         """Build the mechanism.
 
@@ -327,6 +328,8 @@ class MechanismChoice:
         :param channel_binding: the data of the :attr:`binding` type (SCRAM ``-PLUS``).
         :param authzid: the authorization identity for EXTERNAL.
         :param trace: the trace information for ANONYMOUS.
+        :param max_iterations: for SCRAM, the most PBKDF2 iterations accepted from the server
+            (``None``: :data:`txxmppnode.scram.MAX_ITERATIONS`).
         :raises CredentialsError: the credentials are missing or unusable.
         :raises ValueError: the mechanism is unknown, or the binding data is missing.
         """
@@ -338,7 +341,7 @@ class MechanismChoice:
             raise CredentialsError(f"{self.name} needs a username and a password")
         if self.name == "PLAIN":
             return PlainMechanism(username, password)
-        from .scram import ScramMechanism  # scram.py builds on this module
+        from .scram import MAX_ITERATIONS, ScramMechanism  # scram.py builds on this module
 
         binding = None
         if self.binding is not None:
@@ -351,6 +354,7 @@ class MechanismChoice:
             password,
             channel_binding=binding,
             binding_supported=self.binding_supported,
+            max_iterations=MAX_ITERATIONS if max_iterations is None else max_iterations,
         )
 
 

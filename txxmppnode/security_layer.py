@@ -62,6 +62,7 @@ from .pinning import (
     canonical_hostname,
     make_pin_store,
 )
+from .scram import MAX_ITERATIONS, MIN_ITERATIONS
 
 __all__ = [
     "AbstractPinStore",
@@ -366,6 +367,7 @@ class SecurityLayer:
     :ivar allow_plain_without_tls: allow SASL PLAIN on a stream without TLS (STARTTLS is
         still demanded; this only affects the mechanism choice).
     :ivar tls_max_version: ``None`` (the newest OpenSSL offers), ``"1.2"`` or ``"1.3"``.
+    :ivar scram_max_iterations: the most PBKDF2 iterations a server may ask SCRAM for.
     :ivar key_deriver: computes SCRAM's salted passwords in the reactor's thread pool and
         remembers the last few, so the connections made with this layer derive each once
         (:mod:`txxmppnode.key_derivation`); :meth:`clear_scram_cache` empties it.
@@ -381,6 +383,7 @@ class SecurityLayer:
     client_certificate_chain: tuple[x509.Certificate, ...] = ()
     allow_plain_without_tls: bool = False
     tls_max_version: str | None = None
+    scram_max_iterations: int = MAX_ITERATIONS
     key_deriver: KeyDeriver = field(default_factory=KeyDeriver, repr=False, compare=False)
     # One OpenSSL context per ALPN list, shared by every connection: building one loads the
     # trust store, which costs milliseconds (per-connection state lives on the Connection).
@@ -407,6 +410,14 @@ class SecurityLayer:
             )
         if not IOpenSSLTrustRoot.providedBy(self.trust_root):
             raise TypeError("trust_root must provide IOpenSSLTrustRoot")
+        iterations = self.scram_max_iterations
+        if not isinstance(iterations, int) or isinstance(iterations, bool):
+            raise TypeError(f"scram_max_iterations must be an int, not {type(iterations).__name__}")
+        if iterations < MIN_ITERATIONS:
+            raise ValueError(
+                f"scram_max_iterations must be at least {MIN_ITERATIONS} (the fewest SCRAM "
+                f"iterations accepted), not {iterations}"
+            )
 
     # -- credentials -----------------------------------------------------------------------
 
@@ -602,6 +613,7 @@ def make(
     client_certificate: ssl.PrivateCertificate | str | os.PathLike[str] | None = None,
     allow_plain_without_tls: bool = False,
     tls_max_version: str | None = None,
+    scram_max_iterations: int = MAX_ITERATIONS,
 ) -> SecurityLayer:
     """Build a :class:`SecurityLayer`; every argument is checked here.
 
@@ -621,6 +633,10 @@ def make(
         file holding the certificate, its key and optionally intermediates.
     :param allow_plain_without_tls: allow SASL PLAIN without TLS (STARTTLS stays required).
     :param tls_max_version: ``None``, ``"1.2"`` or ``"1.3"``.
+    :param scram_max_iterations: the most PBKDF2 iterations a server may ask SCRAM for
+        (default :data:`~txxmppnode.scram.MAX_ITERATIONS`, 1,000,000; at least 4096).  A server
+        asking for more gets ``<abort/>`` and the attempt fails with
+        :class:`~txxmppnode.sasl.SASLProtocolError`.
     :raises TypeError: for an argument of the wrong type.
     :raises ValueError: for an unusable value (e.g. no password and no alternative).
     """
@@ -663,4 +679,5 @@ def make(
         client_certificate_chain=chain,
         allow_plain_without_tls=bool(allow_plain_without_tls),
         tls_max_version=tls_max_version,
+        scram_max_iterations=scram_max_iterations,
     )

@@ -21,7 +21,7 @@ from txxmppnode.connect import connect_xmlstream
 from txxmppnode.connector import DirectTLSConnector, STARTTLSConnector
 from txxmppnode.errors import MultiOSError
 from txxmppnode.key_derivation import KeyDeriver
-from txxmppnode.sasl import KeyDerivation
+from txxmppnode.sasl import KeyDerivation, SASLProtocolError
 from txxmppnode.security_layer import SecurityLayer, make
 
 #: How long a test waits for something the code under test must do anyway.
@@ -147,3 +147,24 @@ def test_a_derivation_longer_than_the_timeout_ends_the_attempt_and_closes_the_co
     reactor_thread.run(lambda: connection.lost, timeout=WAIT)  # the client closed it
     assert connection.received == ["auth"]  # no response was ever sent
     assert len(layer.key_deriver.cache) == 0
+
+
+def test_a_server_asking_for_more_iterations_than_the_bound_gets_abort(
+    reactor_thread: ReactorThread,
+    hostile: Callable[..., HostileScramServer],
+    ca_path: tuple[trustme.CA, str],
+) -> None:
+    server = hostile(iterations=1_000_001)  # one more than the documented default bound
+    recording = Recording()
+    layer = with_deriver(make(server.password, trust_root=ca_path[1]), recording)
+    error = connect_to(reactor_thread, server, layer, timeout=10)
+    assert type(error) is SASLProtocolError
+    assert "asks for 1000001 PBKDF2 iterations; more than 1000000" in str(error)
+    assert recording.threads == []  # refused before any derivation
+    # The client writes <abort/> (tests/unit/test_scram_derivation.py sees it on the transport),
+    # but the connector then drops the connection with abortConnection(), which discards what
+    # is still buffered: the peer does not reliably receive it.  Once a failed negotiation
+    # closes the stream gracefully, assert connection.received == ["auth", "abort"] here.
+    (connection,) = server.connections
+    reactor_thread.run(lambda: connection.lost, timeout=WAIT)
+    assert connection.received[:1] == ["auth"]

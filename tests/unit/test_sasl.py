@@ -32,7 +32,7 @@ from txxmppnode.sasl import (
     unavailable_message,
 )
 from txxmppnode.saslprep import saslprep
-from txxmppnode.scram import ScramMechanism, escape_username
+from txxmppnode.scram import MAX_ITERATIONS, ScramMechanism, escape_username
 
 
 def answer(mechanism: ScramMechanism, server_first: bytes) -> bytes:
@@ -332,6 +332,42 @@ def test_iteration_count_4095_is_refused() -> None:
     assert "fewer than 4096 are refused" in str(raised.value)
     assert isinstance(raised.value, SASLFailure)
     assert isinstance(raised.value, FatalError)
+
+
+def with_iterations(count: int) -> bytes:
+    return RFC5802.server_first.replace(b"i=4096", b"i=%d" % count)
+
+
+def test_iteration_count_above_the_bound_is_refused() -> None:
+    """More than MAX_ITERATIONS (1,000,000): refused before any PBKDF2 work; up to it, asked."""
+    assert MAX_ITERATIONS == 1_000_000
+    with pytest.raises(SASLProtocolError) as raised:
+        started().respond(with_iterations(1_000_001))
+    assert "1000001 PBKDF2 iterations; more than 1000000 are refused" in str(raised.value)
+    assert isinstance(raised.value, FatalError)
+    derivation = started().respond(with_iterations(1_000_000))
+    assert isinstance(derivation, KeyDerivation) and derivation.iterations == 1_000_000
+
+
+def test_the_iteration_bound_is_configurable() -> None:
+    """max_iterations lowers or raises the bound; below the minimum it makes no sense."""
+    low = ScramMechanism(
+        "SCRAM-SHA-1", "user", "pencil", client_nonce=RFC5802.nonce, max_iterations=10_000
+    )
+    low.initial_response()
+    with pytest.raises(SASLProtocolError, match="more than 10000 are refused"):
+        low.respond(with_iterations(10_001))
+    high = ScramMechanism("SCRAM-SHA-1", "u", "p", client_nonce=RFC5802.nonce, max_iterations=10**7)
+    high.initial_response()
+    assert isinstance(high.respond(with_iterations(10**7)), KeyDerivation)
+    with pytest.raises(ValueError, match="at least 4096"):
+        ScramMechanism("SCRAM-SHA-1", "user", "pencil", max_iterations=4095)
+    built = MechanismChoice("SCRAM-SHA-1").build(
+        username="user", password="pencil", max_iterations=10_000
+    )
+    built.initial_response()
+    with pytest.raises(SASLProtocolError, match="more than 10000"):
+        built.respond(b"r=" + nonce_of(built) + b"x,s=QSXCR+Q6sek8bf92,i=10001")
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ from zope.interface import implementer
 from txxmppnode import JID
 from txxmppnode.key_derivation import KeyDeriver, SaltedPasswordCache
 from txxmppnode.negotiation import authenticate
-from txxmppnode.sasl import KeyDerivation
+from txxmppnode.sasl import KeyDerivation, SASLProtocolError
 from txxmppnode.security_layer import SecurityLayer, make
 from txxmppnode.xmlparser import ElementReceived, XMLStreamParser
 from txxmppnode.xmlstream import XMLStream
@@ -344,3 +344,54 @@ def test_the_cache_holds_no_password() -> None:
 
 def test_the_password_is_not_in_the_repr() -> None:
     assert "pw" not in repr(derivation(password=b"pw"))
+
+
+# -- the iteration bound --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("bound", "asked"), [(None, 1_000_001), (10_000, 10_001)])
+def test_a_count_above_the_bound_is_aborted_without_deriving(
+    clock: ThreadedClock, bound: int | None, asked: int
+) -> None:
+    counting = Counting()
+    options = {} if bound is None else {"scram_max_iterations": bound}
+    layer = layer_with(counting, **options)
+    stream, transport = connected(clock)
+    result = start(stream, layer)
+    (auth,) = sent_elements(transport)
+    stream.dataReceived(Server(iterations=asked).first(auth) if asked < 20_000 else greedy(auth))
+    (abort,) = sent_elements(transport)
+    assert abort.tag == f"{{{SASL}}}abort"
+    error = failure_of(result)
+    assert type(error) is SASLProtocolError
+    assert f"asks for {asked} PBKDF2 iterations; more than {bound or 1_000_000}" in str(error)
+    assert counting.calls == []
+
+
+def greedy(auth: Any) -> bytes:
+    """A server-first message asking for 1,000,001 iterations (no server keys needed)."""
+    nonce = base64.b64decode(auth.text).rpartition(b"r=")[2] + b"srv"
+    return sasl_element("challenge", b"r=%s,s=c2FsdA==,i=1000001" % nonce)
+
+
+def test_a_higher_bound_lets_a_higher_count_through(clock: ThreadedClock) -> None:
+    counting = Counting()
+    layer = layer_with(counting, scram_max_iterations=20_000)
+    authenticate_once(clock, layer, Server(iterations=20_000))
+    assert [c.iterations for c in counting.calls] == [20_000]
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        (4095, ValueError, "at least 4096"),
+        (0, ValueError, "at least 4096"),
+        ("1000000", TypeError, "must be an int"),
+        (True, TypeError, "must be an int"),
+    ],
+)
+def test_make_checks_the_bound(value: Any, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        make(PASSWORD, scram_max_iterations=value)
+    assert make(PASSWORD).scram_max_iterations == 1_000_000
+    assert make(PASSWORD, scram_max_iterations=4096).scram_max_iterations == 4096
