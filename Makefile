@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: run test lint typecheck docs pytest system-deps bench-parse bench-dispatch bench-send \
-	bench-connect bench-resume bench-memory clean
+	bench-connect bench-resume bench-memory bench-scram clean
 
 test: system-deps $(VENV)/.installed lint typecheck docs pytest
 
@@ -54,6 +54,10 @@ bench-resume: system-deps $(VENV)/.installed
 
 bench-memory: system-deps $(VENV)/.installed
 	$(BIN)/python benchmarks/memory.py
+
+# In-process SCRAM server: the reactor's stall while one connection derives its key.
+bench-scram: $(VENV)/.installed
+	$(BIN)/python benchmarks/scram_stall.py
 
 clean:
 	rm -rf $(VENV) docs/_build build *.egg-info

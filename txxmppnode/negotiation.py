@@ -34,6 +34,7 @@ from .errors import (
 )
 from .jid import JID
 from .sasl import (
+    KeyDerivation,
     MechanismChoice,
     MechanismRefused,
     SASLMechanism,
@@ -158,7 +159,9 @@ async def authenticate(
                 if password is None:
                     raise AuthenticationFailure("aborted", "the password provider gave up")
             try:
-                choice = await _try_bindings(xmlstream, group, jid, password, bindings, timeout)
+                choice = await _try_bindings(
+                    xmlstream, group, jid, password, bindings, security_layer, timeout
+                )
             except MechanismRefused as error:
                 refused.append(error)
                 break
@@ -197,6 +200,7 @@ async def _try_bindings(
     jid: JID,
     password: str | None,
     bindings: dict[str, bytes],
+    security_layer: SecurityLayer,
     timeout: float,
 ) -> MechanismChoice:
     """Run the exchange with each choice of *group* until one succeeds; return it.
@@ -208,9 +212,10 @@ async def _try_bindings(
             username=jid.localpart or "",
             password=password,
             channel_binding=bindings.get(choice.binding or ""),
+            max_iterations=security_layer.scram_max_iterations,
         )
         try:
-            await _exchange(xmlstream, mechanism, timeout)
+            await _exchange(xmlstream, mechanism, security_layer, timeout)
         except AuthenticationFailure as error:
             if index + 1 == len(group):
                 raise
@@ -222,8 +227,16 @@ async def _try_bindings(
     raise AssertionError("unreachable: a group is never empty")
 
 
-async def _exchange(xmlstream: XMLStream, mechanism: SASLMechanism, timeout: float) -> None:
-    """One SASL exchange with *mechanism*; returns on success, raises on failure."""
+async def _exchange(
+    xmlstream: XMLStream, mechanism: SASLMechanism, security_layer: SecurityLayer, timeout: float
+) -> None:
+    """One SASL exchange with *mechanism*; returns on success, raises on failure.
+
+    A key derivation the mechanism asks for (SCRAM's PBKDF2) runs through the security layer's
+    :class:`~txxmppnode.key_derivation.KeyDeriver`: in the reactor's thread pool, or from its
+    cache.  It is a step of its own, bounded by *timeout* like waiting for an answer: when it
+    takes longer, :class:`TimeoutError` ends the attempt while the thread computes on.
+    """
     auth = _element(namespaces.SASL, "auth")
     auth.set("mechanism", mechanism.name)
     initial = mechanism.initial_response()
@@ -238,6 +251,9 @@ async def _exchange(xmlstream: XMLStream, mechanism: SASLMechanism, timeout: flo
                 raise SASLProtocolError(f"unexpected {answer.tag!r} during SASL")
             if name.localname == "challenge":
                 reply = mechanism.respond(_decode(answer))
+                if isinstance(reply, KeyDerivation):
+                    derived = security_layer.key_deriver.derive(reply, xmlstream.reactor, timeout)
+                    reply = mechanism.resume(await derived)
                 response = _element(namespaces.SASL, "response")
                 response.text = base64.b64encode(reply).decode("ascii")
                 xmlstream.send(response)

@@ -6,6 +6,13 @@ sent as ``=``), answers each ``<challenge/>`` with :meth:`SASLMechanism.respond`
 ``<success/>`` calls :meth:`SASLMechanism.finish`, which may still refuse (SCRAM checks the
 server signature there).  A ``<failure/>`` goes through :func:`failure_for_condition`.
 
+Work too slow for the caller's thread is not done here either: instead of the response,
+:meth:`~SASLMechanism.respond` may return a :class:`KeyDerivation` (SCRAM's PBKDF2, whose cost
+the server chooses).  The stream layer computes it where it likes -- in a thread, from a cache
+-- and hands the key to :meth:`SASLMechanism.resume`, which returns the response.  Keeping the
+computation out of the mechanism keeps the mechanisms pure and synchronous, testable from
+published vectors, and leaves threads, timeouts and caching to one place, the stream layer.
+
 Which mechanism to try is decided by :func:`choose_mechanisms`, strongest first; the stream
 layer tries them in order while the server answers with :class:`MechanismRefused`, then raises
 :class:`~txxmppnode.errors.SASLUnavailable` with :func:`unavailable_message`.
@@ -29,9 +36,10 @@ Nothing in this module logs: credentials and SASL payloads never reach a log.
 from __future__ import annotations
 
 import abc
+import hashlib
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from .errors import AuthenticationFailure, FatalError, SASLFailure
@@ -47,6 +55,7 @@ __all__ = [
     "AnonymousMechanism",
     "CredentialsError",
     "ExternalMechanism",
+    "KeyDerivation",
     "MechanismChoice",
     "MechanismRefused",
     "PlainMechanism",
@@ -159,6 +168,31 @@ def prepare_credential(value: str, what: str, *, query: bool, allow_empty: bool)
 # -- the mechanism interface and the simple mechanisms ---------------------------------------
 
 
+@dataclass(frozen=True)
+class KeyDerivation:
+    """A key derivation a mechanism needs before it can answer: PBKDF2-HMAC (RFC 8018 §5.2).
+
+    :meth:`SASLMechanism.respond` returns it in place of the response; whoever runs the
+    exchange computes it (:meth:`compute`, in any thread) and passes the result to
+    :meth:`SASLMechanism.resume`.  The result depends on nothing but these four fields, so it
+    may be remembered for them (RFC 5802 §5.1 allows a SCRAM client to cache it).
+
+    :ivar hash_name: the :mod:`hashlib` name of the hash (``"sha1"``, ``"sha256"``, ...).
+    :ivar password: the prepared password (never in the ``repr``; drop the object once used).
+    :ivar salt: the salt the server sent.
+    :ivar iterations: the iteration count the server sent, already checked against the bounds.
+    """
+
+    hash_name: str
+    password: bytes = field(repr=False)
+    salt: bytes
+    iterations: int
+
+    def compute(self) -> bytes:
+        """Run PBKDF2; it takes as long as :attr:`iterations` says and releases the GIL."""
+        return hashlib.pbkdf2_hmac(self.hash_name, self.password, self.salt, self.iterations)
+
+
 class SASLMechanism(abc.ABC):
     """The client side of one SASL authentication exchange; use each instance once.
 
@@ -172,12 +206,23 @@ class SASLMechanism(abc.ABC):
         """Return the initial response for ``<auth/>``: ``None`` for none, ``b""`` for an empty
         one (sent as ``=``)."""
 
-    def respond(self, challenge: bytes) -> bytes:
+    def respond(self, challenge: bytes) -> bytes | KeyDerivation:
         """Return the response to a ``<challenge/>`` (its base64-decoded content).
+
+        A mechanism that must first derive a key returns a :class:`KeyDerivation` instead:
+        compute it and pass the result to :meth:`resume`, which returns the response.
 
         :raises SASLProtocolError: the challenge is not acceptable; send ``<abort/>``.
         """
         raise SASLProtocolError(f"{self.name}: the server sent a challenge this mechanism lacks")
+
+    def resume(self, derived_key: bytes) -> bytes:
+        """Return the response whose :class:`KeyDerivation` :meth:`respond` returned.
+
+        :param derived_key: the result of :meth:`KeyDerivation.compute` (or a remembered one).
+        :raises RuntimeError: no key derivation is pending.
+        """
+        raise RuntimeError(f"{self.name}: no key derivation is pending")
 
     def finish(self, additional_data: bytes | None) -> None:
         """Accept ``<success/>`` with its decoded additional data (``None`` if it had none).
@@ -286,6 +331,7 @@ class MechanismChoice:
         channel_binding: bytes | None = None,
         authzid: str | None = None,
         trace: str = "",
+        max_iterations: int | None = None,
     ) -> SASLMechanism:
         """Build the mechanism.
 
@@ -294,6 +340,8 @@ class MechanismChoice:
         :param channel_binding: the data of the :attr:`binding` type (SCRAM ``-PLUS``).
         :param authzid: the authorization identity for EXTERNAL.
         :param trace: the trace information for ANONYMOUS.
+        :param max_iterations: for SCRAM, the most PBKDF2 iterations accepted from the server
+            (``None``: :data:`txxmppnode.scram.MAX_ITERATIONS`).
         :raises CredentialsError: the credentials are missing or unusable.
         :raises ValueError: the mechanism is unknown, or the binding data is missing.
         """
@@ -305,7 +353,7 @@ class MechanismChoice:
             raise CredentialsError(f"{self.name} needs a username and a password")
         if self.name == "PLAIN":
             return PlainMechanism(username, password)
-        from .scram import ScramMechanism  # scram.py builds on this module
+        from .scram import MAX_ITERATIONS, ScramMechanism  # scram.py builds on this module
 
         binding = None
         if self.binding is not None:
@@ -318,6 +366,7 @@ class MechanismChoice:
             password,
             channel_binding=binding,
             binding_supported=self.binding_supported,
+            max_iterations=MAX_ITERATIONS if max_iterations is None else max_iterations,
         )
 
 

@@ -53,6 +53,7 @@ from zope.interface import implementer
 
 from .errors import TLSFailure
 from .jid import JID
+from .key_derivation import KeyDeriver
 from .pinning import (
     AbstractPinStore,
     CertificatePinStore,
@@ -61,6 +62,7 @@ from .pinning import (
     canonical_hostname,
     make_pin_store,
 )
+from .scram import MAX_ITERATIONS, MIN_ITERATIONS
 
 __all__ = [
     "CHANNEL_BINDING_SETTINGS",
@@ -377,6 +379,10 @@ class SecurityLayer:
     :ivar channel_binding: which channel binding SCRAM ``-PLUS`` uses: ``"auto"`` (the rule
         of :func:`txxmppnode.sasl.binding_types`), ``"none"`` (never ``-PLUS``) or one type
         pinned (``"tls-exporter"``, ``"tls-unique"``, ``"tls-server-end-point"``).
+    :ivar scram_max_iterations: the most PBKDF2 iterations a server may ask SCRAM for.
+    :ivar key_deriver: computes SCRAM's salted passwords in the reactor's thread pool and
+        remembers the last few, so the connections made with this layer derive each once
+        (:mod:`txxmppnode.key_derivation`); :meth:`clear_scram_cache` empties it.
     """
 
     password_provider: str | PasswordProvider | None = field(repr=False)
@@ -396,6 +402,8 @@ class SecurityLayer:
     confirmed_bindings: dict[str, str] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    scram_max_iterations: int = MAX_ITERATIONS
+    key_deriver: KeyDeriver = field(default_factory=KeyDeriver, repr=False, compare=False)
     # One OpenSSL context per ALPN list, shared by every connection: building one loads the
     # trust store, which costs milliseconds (per-connection state lives on the Connection).
     _contexts: dict[tuple[bytes, ...], SSL.Context] = field(
@@ -425,6 +433,14 @@ class SecurityLayer:
             raise ValueError(
                 f"channel_binding must be one of {', '.join(CHANNEL_BINDING_SETTINGS)}, "
                 f"not {self.channel_binding!r}"
+            )
+        iterations = self.scram_max_iterations
+        if not isinstance(iterations, int) or isinstance(iterations, bool):
+            raise TypeError(f"scram_max_iterations must be an int, not {type(iterations).__name__}")
+        if iterations < MIN_ITERATIONS:
+            raise ValueError(
+                f"scram_max_iterations must be at least {MIN_ITERATIONS} (the fewest SCRAM "
+                f"iterations accepted), not {iterations}"
             )
 
     # -- credentials -----------------------------------------------------------------------
@@ -458,6 +474,15 @@ class SecurityLayer:
             return result
 
         return defer.Deferred.fromCoroutine(obtain())
+
+    def clear_scram_cache(self) -> None:
+        """Forget the SCRAM salted passwords remembered for reconnections.
+
+        The next SCRAM authentication derives its key again.  Nothing needs clearing when the
+        password changes (the cache is keyed by it); this is for dropping what is held in
+        memory.
+        """
+        self.key_deriver.clear()
 
     # -- TLS -----------------------------------------------------------------------------------
 
@@ -613,6 +638,7 @@ def make(
     allow_plain_without_tls: bool = False,
     tls_max_version: str | None = None,
     channel_binding: str | None = "auto",
+    scram_max_iterations: int = MAX_ITERATIONS,
 ) -> SecurityLayer:
     """Build a :class:`SecurityLayer`; every argument is checked here.
 
@@ -636,6 +662,10 @@ def make(
         the rule in ``docs/security.rst``), ``"none"`` or ``None`` (never use ``-PLUS``; for a
         server whose binding is broken), or a type to pin (``"tls-exporter"``,
         ``"tls-unique"``, ``"tls-server-end-point"``: the only one used).
+    :param scram_max_iterations: the most PBKDF2 iterations a server may ask SCRAM for
+        (default :data:`~txxmppnode.scram.MAX_ITERATIONS`, 1,000,000; at least 4096).  A server
+        asking for more gets ``<abort/>`` and the attempt fails with
+        :class:`~txxmppnode.sasl.SASLProtocolError`.
     :raises TypeError: for an argument of the wrong type.
     :raises ValueError: for an unusable value (e.g. no password and no alternative).
     """
@@ -679,4 +709,5 @@ def make(
         allow_plain_without_tls=bool(allow_plain_without_tls),
         tls_max_version=tls_max_version,
         channel_binding="none" if channel_binding is None else channel_binding,
+        scram_max_iterations=scram_max_iterations,
     )

@@ -35,6 +35,7 @@ from txxmppnode.channel_binding import (
 )
 from txxmppnode.errors import AuthenticationFailure
 from txxmppnode.sasl import (
+    KeyDerivation,
     MechanismChoice,
     SASLMechanism,
     choose_mechanisms,
@@ -190,7 +191,10 @@ async def authenticate(stream: Stream, mechanism: SASLMechanism) -> etree._Eleme
         element = await stream.next_element()
         payload = base64.b64decode(element.text) if element.text not in (None, "=") else b""
         if element.tag == f"{{{ns.SASL}}}challenge":
-            stream.send_sasl("response", mechanism.respond(payload))
+            reply = mechanism.respond(payload)
+            if isinstance(reply, KeyDerivation):
+                reply = mechanism.resume(reply.compute())
+            stream.send_sasl("response", reply)
         elif element.tag == f"{{{ns.SASL}}}success":
             mechanism.finish(payload if element.text else None)
             return element

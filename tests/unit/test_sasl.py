@@ -22,6 +22,7 @@ from txxmppnode.sasl import (
     AnonymousMechanism,
     CredentialsError,
     ExternalMechanism,
+    KeyDerivation,
     MechanismChoice,
     MechanismRefused,
     PlainMechanism,
@@ -32,7 +33,15 @@ from txxmppnode.sasl import (
     unavailable_message,
 )
 from txxmppnode.saslprep import saslprep
-from txxmppnode.scram import ScramMechanism, escape_username
+from txxmppnode.scram import MAX_ITERATIONS, ScramMechanism, escape_username
+
+
+def answer(mechanism: ScramMechanism, server_first: bytes) -> bytes:
+    """Answer the server-first message: derive the key it asks for here, then resume."""
+    derivation = mechanism.respond(server_first)
+    assert isinstance(derivation, KeyDerivation)
+    return mechanism.resume(derivation.compute())
+
 
 # -- published test vectors ------------------------------------------------------------------
 
@@ -68,7 +77,7 @@ def test_rfc5802_scram_sha_1_vector() -> None:
     mechanism = ScramMechanism("SCRAM-SHA-1", "user", "pencil", client_nonce=RFC5802.nonce)
     assert mechanism.name == "SCRAM-SHA-1"
     assert mechanism.initial_response() == b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL"
-    assert mechanism.respond(RFC5802.server_first) == RFC5802.client_final
+    assert answer(mechanism, RFC5802.server_first) == RFC5802.client_final
     mechanism.finish(RFC5802.server_final)
 
 
@@ -76,7 +85,7 @@ def test_rfc7677_scram_sha_256_vector() -> None:
     """RFC 7677 §3: user "user", password "pencil"."""
     mechanism = ScramMechanism("SCRAM-SHA-256", "user", "pencil", client_nonce=RFC7677.nonce)
     assert mechanism.initial_response() == b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
-    assert mechanism.respond(RFC7677.server_first) == RFC7677.client_final
+    assert answer(mechanism, RFC7677.server_first) == RFC7677.client_final
     mechanism.finish(RFC7677.server_final)
 
 
@@ -138,7 +147,7 @@ def run_exchange(mechanism: ScramMechanism, server: ScramServer) -> bytes:
 
 def run_exchange_from(mechanism: ScramMechanism, initial: bytes, server: ScramServer) -> bytes:
     """Run the exchange after the client-first message *initial*; return the client-final."""
-    client_final = mechanism.respond(server.first(initial))
+    client_final = answer(mechanism, server.first(initial))
     mechanism.finish(server.final(client_final))
     return client_final
 
@@ -187,7 +196,7 @@ def test_plus_with_the_wrong_binding_is_refused_by_the_server() -> None:
         "SCRAM-SHA-256-PLUS", "juliet", "secret", channel_binding=("tls-exporter", b"A" * 32)
     )
     server = ScramServer("SHA-256", "secret", binding_data=b"B" * 32)
-    client_final = mechanism.respond(server.first(mechanism.initial_response()))
+    client_final = answer(mechanism, server.first(mechanism.initial_response()))
     with pytest.raises(AssertionError):
         server.final(client_final)
 
@@ -220,7 +229,7 @@ def test_scramp_server_accepts_us(family: str, binding_type: str | None) -> None
     server = mechanism_info.make_server(lambda _user: auth_info, channel_binding=binding)
     client = ScramMechanism(name, "user", "pencil", channel_binding=binding)
     server.set_client_first(client.initial_response().decode())
-    client_final = client.respond(server.get_server_first().encode())
+    client_final = answer(client, server.get_server_first().encode())
     server.set_client_final(client_final.decode())
     client.finish(server.get_server_final().encode())
 
@@ -258,7 +267,7 @@ def started(name: str = "SCRAM-SHA-1") -> ScramMechanism:
 def test_wrong_server_signature_is_an_authentication_failure() -> None:
     """The server is not who it claims: AuthenticationFailure server-signature-mismatch."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     with pytest.raises(AuthenticationFailure) as raised:
         mechanism.finish(b"v=" + base64.b64encode(b"\0" * 20))
     assert raised.value.condition == "server-signature-mismatch"
@@ -269,7 +278,7 @@ def test_wrong_server_signature_is_an_authentication_failure() -> None:
 def test_success_without_server_signature_is_refused(data: bytes | None) -> None:
     """<success/> without v= leaves the server unauthenticated."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     with pytest.raises(AuthenticationFailure, match="without a server signature") as raised:
         mechanism.finish(data)
     assert raised.value.condition == "server-signature-mismatch"
@@ -284,7 +293,7 @@ def test_success_before_any_challenge_is_refused() -> None:
 def test_server_final_as_a_challenge() -> None:
     """Some servers send v= as a second challenge and an empty <success/>."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     assert mechanism.respond(RFC5802.server_final) == b""
     mechanism.finish(None)
 
@@ -292,7 +301,7 @@ def test_server_final_as_a_challenge() -> None:
 def test_wrong_server_final_as_a_challenge() -> None:
     """A wrong v= in a challenge fails at once."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     with pytest.raises(AuthenticationFailure, match="server signature is wrong"):
         mechanism.respond(b"v=" + base64.b64encode(b"\1" * 20))
 
@@ -300,7 +309,7 @@ def test_wrong_server_final_as_a_challenge() -> None:
 def test_third_challenge_is_a_protocol_error() -> None:
     """Nothing follows the server-final message."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     mechanism.respond(RFC5802.server_final)
     with pytest.raises(SASLProtocolError, match="unexpected challenge"):
         mechanism.respond(b"r=x")
@@ -309,7 +318,7 @@ def test_third_challenge_is_a_protocol_error() -> None:
 def test_server_error_in_server_final() -> None:
     """e= reports the server's SCRAM error as not-authorized."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     with pytest.raises(AuthenticationFailure, match="invalid-proof") as raised:
         mechanism.finish(b"e=invalid-proof")
     assert raised.value.condition == "not-authorized"
@@ -324,6 +333,42 @@ def test_iteration_count_4095_is_refused() -> None:
     assert "fewer than 4096 are refused" in str(raised.value)
     assert isinstance(raised.value, SASLFailure)
     assert isinstance(raised.value, FatalError)
+
+
+def with_iterations(count: int) -> bytes:
+    return RFC5802.server_first.replace(b"i=4096", b"i=%d" % count)
+
+
+def test_iteration_count_above_the_bound_is_refused() -> None:
+    """More than MAX_ITERATIONS (1,000,000): refused before any PBKDF2 work; up to it, asked."""
+    assert MAX_ITERATIONS == 1_000_000
+    with pytest.raises(SASLProtocolError) as raised:
+        started().respond(with_iterations(1_000_001))
+    assert "1000001 PBKDF2 iterations; more than 1000000 are refused" in str(raised.value)
+    assert isinstance(raised.value, FatalError)
+    derivation = started().respond(with_iterations(1_000_000))
+    assert isinstance(derivation, KeyDerivation) and derivation.iterations == 1_000_000
+
+
+def test_the_iteration_bound_is_configurable() -> None:
+    """max_iterations lowers or raises the bound; below the minimum it makes no sense."""
+    low = ScramMechanism(
+        "SCRAM-SHA-1", "user", "pencil", client_nonce=RFC5802.nonce, max_iterations=10_000
+    )
+    low.initial_response()
+    with pytest.raises(SASLProtocolError, match="more than 10000 are refused"):
+        low.respond(with_iterations(10_001))
+    high = ScramMechanism("SCRAM-SHA-1", "u", "p", client_nonce=RFC5802.nonce, max_iterations=10**7)
+    high.initial_response()
+    assert isinstance(high.respond(with_iterations(10**7)), KeyDerivation)
+    with pytest.raises(ValueError, match="at least 4096"):
+        ScramMechanism("SCRAM-SHA-1", "user", "pencil", max_iterations=4095)
+    built = MechanismChoice("SCRAM-SHA-1").build(
+        username="user", password="pencil", max_iterations=10_000
+    )
+    built.initial_response()
+    with pytest.raises(SASLProtocolError, match="more than 10000"):
+        built.respond(b"r=" + nonce_of(built) + b"x,s=QSXCR+Q6sek8bf92,i=10001")
 
 
 @pytest.mark.parametrize(
@@ -357,7 +402,7 @@ def test_malformed_server_first_is_refused(server_first: bytes, message: str) ->
 def test_extensions_after_the_iteration_count_are_ignored() -> None:
     """RFC 5802 lets the server append extensions; they do not enter the computation."""
     server_first = RFC5802.server_first + b",x=future"
-    proof = started().respond(server_first).rpartition(b",p=")[2]
+    proof = answer(started(), server_first).rpartition(b",p=")[2]
     assert proof != RFC5802.client_final.rpartition(b",p=")[2]  # AuthMessage differs
 
 
@@ -365,7 +410,7 @@ def test_extensions_after_the_iteration_count_are_ignored() -> None:
 def test_malformed_server_final(server_final: bytes) -> None:
     """A server-final message that is not v=/e= is refused."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     with pytest.raises((SASLProtocolError, AuthenticationFailure)):
         mechanism.finish(server_final)
 
@@ -425,7 +470,7 @@ def test_username_and_password_are_saslprepped() -> None:
     server_first = b"r=nonce,s=QSXCR+Q6sek8bf92,i=4096"
     for mechanism in (prepared, plain):
         mechanism.initial_response()
-    assert prepared.respond(server_first) == plain.respond(server_first)
+    assert answer(prepared, server_first) == answer(plain, server_first)
 
 
 def test_unassigned_code_points_allowed_in_usernames_only() -> None:
