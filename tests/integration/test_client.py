@@ -19,7 +19,12 @@ from tests.support.reactor import ReactorThread
 from txxmppnode import JID, Message
 from txxmppnode.client import Client
 from txxmppnode.connector import STARTTLSConnector
-from txxmppnode.errors import AuthenticationFailure, FatalStreamError, StreamErrorCondition
+from txxmppnode.errors import (
+    AuthenticationFailure,
+    FatalStreamError,
+    SASLUnavailable,
+    StreamErrorCondition,
+)
 from txxmppnode.presence import PresenceManagedClient, PresenceServer
 from txxmppnode.presence_state import PresenceState
 from txxmppnode.security_layer import make
@@ -410,3 +415,25 @@ def test_tcp_closed_without_a_footer_reconnects(
     assert "without the server's stream footer" in str(reason)
     assert recorder.names() == ["on_stream_suspended", "on_stream_resumed"]
     assert proxy.connections_accepted == 2
+
+
+def test_no_acceptable_mechanism_stops_the_client_after_one_attempt(
+    make_prosody: Callable[..., ProsodyServer],
+    clients: Callable[..., Client],
+    reactor_thread: ReactorThread,
+    make_fault_proxy: Callable[..., FaultProxy],
+) -> None:
+    # only ANONYMOUS offered: no retry can fix that, so no back-off loop either
+    server = make_prosody(config_lua='authentication = "anonymous"', accounts=())
+    proxy = make_fault_proxy(server.starttls_port)
+    juliet = clients(server, port=proxy.port, password="any")
+
+    def start() -> defer.Deferred[Any]:
+        failed = juliet.on_failure.next()
+        juliet.start()
+        return failed
+
+    error = reactor_thread.run(start, timeout=15)
+    assert isinstance(error, SASLUnavailable)
+    assert not juliet.running
+    assert proxy.connections_accepted == 1
