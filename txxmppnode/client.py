@@ -336,7 +336,11 @@ class Client:
                 )
                 await emit_and_wait(self.before_stream_established)
         except Exception as exc:
-            xmlstream.abort(exc)
+            # the server hears what we decided (a stream error, our footer) before the close
+            if isinstance(exc, defer.CancelledError):
+                xmlstream.abort(exc)
+            else:
+                xmlstream.close(exc)
             self.on_connect_failed.emit(exc)
             self._maybe_fatal(exc)
             raise

@@ -12,7 +12,8 @@ to :meth:`~XMLStream.when_lost`):
 ======================================================  =========================================
 event                                                   reason
 ======================================================  =========================================
-:meth:`~XMLStream.close` and the peer answers footer    ``None`` (a clean close)
+:meth:`~XMLStream.close` and the peer answers footer    ``None`` (a clean close), or the
+                                                        reason given to ``close``
 the peer sends ``<stream:error/>``                      :class:`~txxmppnode.errors.StreamError`
 we refuse the peer's input (bad XML, bad header)        ``StreamError`` with ``sent_by_us``
 the peer sends its footer while we are open             :class:`ConnectionError`
@@ -22,6 +23,13 @@ the transport closes without the peer's footer          :class:`ConnectionError`
 TLS verification or handshake fails                     :class:`~txxmppnode.errors.TLSFailure`
 :meth:`~XMLStream.abort`                                the reason given, or ``ConnectionError``
 ======================================================  =========================================
+
+What reaches the peer when we end the stream: :meth:`~XMLStream.close` writes our footer and
+waits for the peer's; a refusal of the peer's input and :meth:`~XMLStream.fail` write the stream
+error and our footer, then close the TCP connection once they are written
+(``loseConnection``).  Either way the transport is dropped (``abortConnection``) after
+``close_timeout`` at the latest, and :meth:`~XMLStream.abort` never drops a stream error that
+is still on its way -- only the timeout does.
 
 All timers use the injected ``reactor`` (an ``IReactorTime``), so tests drive them with
 ``twisted.internet.task.Clock``.
@@ -70,7 +78,9 @@ class XMLStream(Protocol):
 
     :param to: the domain the stream is addressed to (our header's ``to``).
     :param reactor: the clock for timeouts (an ``IReactorTime``).
-    :param close_timeout: seconds :meth:`close` waits for the peer's footer.
+    :param close_timeout: seconds :meth:`close` waits for the peer's footer, and the longest
+        the transport is kept after we ended the stream with an error, for the error to be
+        written.
     :param max_element_bytes: passed to the parser.
     :param max_depth: passed to the parser.
     """
@@ -109,6 +119,10 @@ class XMLStream(Protocol):
         self._handshake_waiters: list[defer.Deferred[None]] = []
         self._closing_reason: BaseException | None = None
         self._closing = False
+        # we ended the stream because of an error: what the peer sends is ignored
+        self._failing = False
+        # a stream error or footer of ours is being written before the close
+        self._delivering = False
         self._close_timer: interfaces.IDelayedCall | None = None
         self._lost: list[defer.Deferred[BaseException | None]] = []
         self._lost_reason: BaseException | None = None
@@ -227,28 +241,46 @@ class XMLStream(Protocol):
 
     # -- closing --------------------------------------------------------------------------
 
-    def close(self) -> defer.Deferred[BaseException | None]:
+    def close(self, reason: BaseException | None = None) -> defer.Deferred[BaseException | None]:
         """Close cleanly: send our footer, wait up to ``close_timeout`` for the peer's, drop.
 
-        The Deferred fires (with the final reason) once the transport is gone.
+        :param reason: why the stream ends when that is not a clean close (a negotiation that
+            failed after whatever we had to tell the peer was sent, ``<abort/>`` say); it is
+            the reason ``on_closing`` and :meth:`when_lost` report instead of ``None``.
+
+        The Deferred fires (with the final reason) once the transport is gone.  Nothing is
+        written if the stream is closing already.
         """
         lost = self.when_lost()
         if self.is_open:
-            self._begin_closing(None)
+            self._begin_closing(reason)
             assert self.transport is not None
             self.transport.write(STREAM_FOOTER)
-            self._close_timer = self.reactor.callLater(self.close_timeout, self._close_timed_out)
+            self._arm_close_timer()
         return lost
 
     def abort(self, reason: BaseException | None = None) -> None:
-        """Drop the transport at once, without a footer."""
+        """Drop the transport at once, without a footer.
+
+        Except while a stream error of ours is on its way (a refusal of the peer's input, or
+        :meth:`fail`): the transport then closes once the error is written, and is dropped
+        ``close_timeout`` after the error at the latest -- never with the error unwritten.
+        """
         self._begin_closing(reason or ConnectionError("the XML stream was aborted"))
-        if self.transport is not None and not self._done:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+        self._failing = True
+        if self.transport is None or self._done:
+            return
+        if self._delivering and self._close_timer is not None:
+            return
+        self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _arm_close_timer(self) -> None:
+        if self._close_timer is None and not self._done:
+            self._close_timer = self.reactor.callLater(self.close_timeout, self._close_timed_out)
 
     def _close_timed_out(self) -> None:
         self._close_timer = None
-        self.log.info("no stream footer from the peer within {timeout}s; dropping",
+        self.log.info("the stream did not close within {timeout}s; dropping the connection",
                       timeout=self.close_timeout)  # fmt: skip
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
@@ -276,15 +308,19 @@ class XMLStream(Protocol):
         self._fail(error, send=element)
 
     def _fail(self, reason: BaseException, *, send: etree._Element | None = None) -> None:
-        """End the stream because of *reason*, sending the stream error *send* first."""
+        """End the stream because of *reason*: write the stream error *send* and our footer,
+        close once they are written, drop after ``close_timeout``.
+        """
         if self._closing:
             return
         self._begin_closing(reason)
+        self._failing = True
         assert self.transport is not None
-        if send is not None:
-            self.transport.write(serialize(send))
-        self.transport.write(STREAM_FOOTER)
+        data = serialize(send) if send is not None else b""
+        self._delivering = True
+        self.transport.write(data + STREAM_FOOTER)
         self.transport.loseConnection()
+        self._arm_close_timer()
 
     def _refuse(self, condition: StreamErrorCondition, text: str) -> None:
         """Send a stream error about the peer's input and end the stream."""
@@ -301,8 +337,8 @@ class XMLStream(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.last_received = self.reactor.seconds()
-        if self._closing and self._closing_reason is not None:
-            return  # failing: nothing the peer says matters any more
+        if self._failing:
+            return  # nothing the peer says matters any more
         try:
             events = self._parser.feed(data)
         except XMLStreamParseError as refusal:
@@ -311,7 +347,7 @@ class XMLStream(Protocol):
             self._refuse(refusal.condition, str(refusal))
             return
         for event in events:
-            if self._done or (self._closing and self._closing_reason is not None):
+            if self._done or self._failing:
                 return
             self._on_event(event)
 

@@ -10,7 +10,12 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from txxmppnode.errors import FatalStreamError, StreamError, StreamErrorCondition, TLSFailure
+from txxmppnode.errors import (
+    FatalStreamError,
+    StreamError,
+    StreamErrorCondition,
+    TLSFailure,
+)
 from txxmppnode.stanza import Message
 from txxmppnode.xmlstream import XMLStream
 
@@ -276,3 +281,91 @@ def test_waiters_cancelled_do_not_receive_elements(h: Harness) -> None:
     second = h.stream.next_element()
     h.stream.dataReceived(PEER_HEADER + b"<presence/>")
     assert second.result.tag == "{jabber:client}presence"
+
+
+# -- helpers: a transport that takes startTLS() and tells an abort from a close -------------------
+
+TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
+PROCEED = f"<proceed xmlns='{TLS_NS}'/>".encode()
+PLAIN_ONLY = (
+    b"<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+    b"<mechanism>PLAIN</mechanism></mechanisms></stream:features>"
+)
+FEATURES = "{http://etherx.jabber.org/streams}features"
+
+
+class TLSTransport(StringTransport):
+    """A StringTransport that records startTLS() and tells abortConnection from a close."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tls_creator: object = None
+        self.aborted = False
+
+    def startTLS(self, creator: object) -> None:
+        self.tls_creator = creator
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+
+class TLSHarness(Harness):
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.transport = TLSTransport()
+        self.stream = XMLStream("example.com", reactor=self.clock, close_timeout=5)
+        self.closing = []
+        self.stream.on_closing.connect(self.closing.append)
+        self.stream.makeConnection(self.transport)
+        self.stream.dataReceived(PEER_HEADER + b"<stream:features/>")
+        assert self.stream.next_element().called
+        self.written()
+
+    def await_proceed(self) -> defer.Deferred[etree._Element]:
+        return self.stream.next_element(last_in_plaintext=True)
+
+
+# -- stream errors reach the wire ---------------------------------------------------------------
+
+
+def test_abort_does_not_drop_a_stream_error_on_its_way() -> None:
+    h = TLSHarness()
+    h.stream.dataReceived(b"<message><!-- no --></message>")
+    sent = h.written()
+    assert b"<restricted-xml " in sent and sent.endswith(FOOTER)
+    assert h.transport.disconnecting and not h.transport.aborted
+    h.stream.abort(ConnectionError("negotiation failed"))  # what a failed negotiation did
+    assert not h.transport.aborted  # loseConnection writes the error first
+    h.clock.advance(4.9)
+    assert not h.transport.aborted
+    h.clock.advance(0.1)
+    assert h.transport.aborted  # a peer that does not read is dropped after close_timeout
+    h.lose()
+    error = h.final()
+    assert isinstance(error, StreamError) and error.sent_by_us
+    assert error.condition is StreamErrorCondition.RESTRICTED_XML
+
+
+def test_fail_writes_error_and_footer_in_one_write_and_is_bounded() -> None:
+    h = TLSHarness()
+    h.stream.fail(StreamError(StreamErrorCondition.UNDEFINED_CONDITION, "h", sent_by_us=True))
+    sent = h.written()
+    assert sent.startswith(b"<stream:error") and sent.endswith(b"</stream:error>" + FOOTER)
+    assert h.transport.disconnecting and not h.transport.aborted
+    h.clock.advance(5)
+    assert h.transport.aborted
+    h.lose()
+    assert h.clock.getDelayedCalls() == []
+
+
+def test_close_with_a_reason_reports_it_and_still_waits_for_the_footer() -> None:
+    h = TLSHarness()
+    reason = ConnectionError("SASL broken")
+    done = h.stream.close(reason)
+    assert h.written() == FOOTER
+    assert h.closing == [reason]
+    h.stream.dataReceived(FOOTER)
+    assert h.transport.disconnecting and not h.transport.aborted
+    h.lose()
+    assert done.result is reason
