@@ -5,8 +5,11 @@ The steps of RFC 6120, in order, each bounded by ``timeout`` seconds:
 1. **TLS.**  Over STARTTLS, ``<starttls/>`` is sent whether or not the server advertised it: a
    feature list without it is what an attacker stripping TLS would show, so a server that does
    not answer ``<proceed/>`` ends the attempt with :class:`~txxmppnode.errors.TLSUnavailable`
-   -- TLS is never skipped.  Over direct TLS the handshake started with the connection.  Either
-   way the certificate decision of the security layer is final before anything else is sent.
+   -- TLS is never skipped.  ``<proceed/>`` must be the last plaintext byte: anything after it
+   ends the attempt with :class:`~txxmppnode.errors.STARTTLSInjection`, and everything received
+   in plaintext is discarded before TLS (:meth:`~txxmppnode.xmlstream.XMLStream.start_tls`).
+   Over direct TLS the handshake started with the connection.  Either way the certificate
+   decision of the security layer is final before anything else is sent.
 2. **SASL** (:func:`authenticate`), strongest mechanism first.
 3. **Resource binding** (:func:`bind_resource`) and the legacy RFC 3921 session when the server
    requires it.  A resumed XEP-0198 session skips this step, so it is separate.
@@ -64,6 +67,7 @@ async def negotiate(
     """Secure and authenticate *xmlstream*; return the stream features after SASL.
 
     :raises TLSUnavailable: the server does not do STARTTLS.
+    :raises STARTTLSInjection: plaintext followed ``<proceed/>``.
     :raises TLSFailure: the certificate was refused.
     :raises SASLUnavailable: no acceptable mechanism.
     :raises AuthenticationFailure: the credentials were refused.
@@ -96,7 +100,7 @@ async def _features(xmlstream: XMLStream, timeout: float) -> etree._Element:
 async def _starttls(xmlstream: XMLStream, verifier: TLSVerifier, timeout: float) -> None:
     xmlstream.send(_element(namespaces.TLS, "starttls"))
     try:
-        answer = await xmlstream.next_element(timeout)
+        answer = await xmlstream.next_element(timeout, last_in_plaintext=True)
     except StreamError as error:
         raise TLSUnavailable(f"the server does not do STARTTLS ({error})") from error
     if answer.tag == f"{{{namespaces.TLS}}}failure":

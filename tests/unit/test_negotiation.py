@@ -11,7 +11,13 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from txxmppnode import JID
-from txxmppnode.errors import AuthenticationFailure, SASLUnavailable, TLSUnavailable
+from txxmppnode.errors import (
+    AuthenticationFailure,
+    FatalError,
+    SASLUnavailable,
+    STARTTLSInjection,
+    TLSUnavailable,
+)
 from txxmppnode.negotiation import authenticate, negotiate
 from txxmppnode.sasl import SASLProtocolError
 from txxmppnode.security_layer import make
@@ -169,3 +175,74 @@ def test_mechanism_refusal_moves_to_the_next_mechanism(condition: str) -> None:
     stream.dataReceived(f"<success xmlns='{SASL}'/>".encode())
     assert result.called and result.result is None
     assert stream.sasl_mechanism == "PLAIN"
+
+
+# -- STARTTLS: the answer to <starttls/> is the last plaintext -------------------------------
+
+TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+PLAIN_ONLY = (
+    f"<stream:features><mechanisms xmlns='{SASL}'><mechanism>PLAIN</mechanism></mechanisms>"
+    "</stream:features>"
+).encode()
+SCRAM_ONLY = PLAIN_ONLY.replace(b"PLAIN", b"SCRAM-SHA-1")
+
+
+class TLSTransport(StringTransport):
+    """Records startTLS(); the test plays the handshake by calling handshakeCompleted()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tls_creator: Any = None
+
+    def startTLS(self, creator: Any) -> None:
+        self.tls_creator = creator
+
+
+def starttls_negotiation() -> tuple[XMLStream, TLSTransport, Any, defer.Deferred[Any]]:
+    transport = TLSTransport()
+    stream = XMLStream("example.com", reactor=Clock())
+    stream.makeConnection(transport)
+    stream.dataReceived(PEER_HEADER)
+    transport.clear()
+    layer = make("secret", trust_root=None)
+    verifier = layer.tls_verifier("example.com")
+    result = defer.Deferred.fromCoroutine(
+        negotiate(stream, JULIET, layer, verifier, direct_tls=False, timeout=5)
+    )
+    stream.dataReceived(
+        b"<stream:features><starttls xmlns='" + TLS.encode() + b"'/></stream:features>"
+    )
+    (starttls,) = sent_elements(transport)
+    assert starttls.tag == f"{{{TLS}}}starttls"
+    return stream, transport, verifier, result
+
+
+def finish_handshake(stream: XMLStream, verifier: Any) -> None:
+    verifier.handshake_done = True  # what the verifier records once the certificate is accepted
+    stream.handshakeCompleted()
+
+
+def test_features_injected_after_proceed_are_never_used() -> None:
+    stream, transport, _, result = starttls_negotiation()
+    stream.dataReceived(f"<proceed xmlns='{TLS}'/>".encode() + PLAIN_ONLY)
+    failure = result.result
+    result.addErrback(lambda f: None)
+    assert type(failure.value) is STARTTLSInjection
+    assert not isinstance(failure.value, FatalError)
+    assert transport.tls_creator is None
+    assert transport.value() == b""  # no TLS, no auth, not even a footer in plaintext
+
+
+def test_genuine_features_inside_tls_are_used() -> None:
+    stream, transport, verifier, result = starttls_negotiation()
+    stream.dataReceived(f"<proceed xmlns='{TLS}'/>".encode())
+    assert transport.tls_creator is verifier
+    finish_handshake(stream, verifier)
+    assert transport.value().startswith(b"<?xml")  # the new stream header, over TLS
+    transport.clear()
+    stream.dataReceived(PEER_HEADER + SCRAM_ONLY)
+    (auth,) = sent_elements(transport)
+    assert auth.get("mechanism") == "SCRAM-SHA-1"
+    assert not result.called
+    result.cancel()
+    result.addErrback(lambda f: None)
