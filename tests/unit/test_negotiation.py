@@ -16,6 +16,8 @@ from txxmppnode.errors import (
     FatalError,
     SASLUnavailable,
     STARTTLSInjection,
+    StreamError,
+    StreamErrorCondition,
     TLSUnavailable,
 )
 from txxmppnode.negotiation import authenticate, negotiate
@@ -246,3 +248,17 @@ def test_genuine_features_inside_tls_are_used() -> None:
     assert not result.called
     result.cancel()
     result.addErrback(lambda f: None)
+
+
+def test_garbled_answer_to_starttls_is_a_stream_error_we_send_and_retryable() -> None:
+    stream, transport, _, result = starttls_negotiation()
+    stream.dataReceived(b"<proceed xmlns='" + TLS.encode() + b"'\xff/>")
+    failure = result.result
+    result.addErrback(lambda f: None)
+    error = failure.value
+    assert type(error) is StreamError
+    assert error.condition is StreamErrorCondition.NOT_WELL_FORMED and error.sent_by_us
+    assert not isinstance(error, FatalError | TLSUnavailable)
+    sent = transport.value()
+    assert b"<not-well-formed " in sent and sent.endswith(b"</stream:stream>")
+    assert transport.tls_creator is None
