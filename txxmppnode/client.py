@@ -21,7 +21,10 @@ What stops the client and what is retried is decided by type
   ``host-unknown``, ``host-gone``, ``improper-addressing``, ``invalid-from`` or
   ``not-authorized`` stream errors, XMPP disabled for the domain (SRV ``.``);
 * **reconnect with back-off**: network errors, timeouts, the connection closed without a
-  footer, other stream errors (``system-shutdown``, ``reset``, ...);
+  footer, other stream errors (``system-shutdown``, ``reset``, ..., and those we send when we
+  refuse the server's input), plaintext after ``<proceed/>``
+  (:class:`~txxmppnode.errors.STARTTLSInjection`), a ``<resumed/>`` acknowledging more than
+  we sent (the session is then destroyed and a fresh one started);
 * **reconnect to the host named**: ``see-other-host`` (followed within the attempt).
 
 Signals, in order:
