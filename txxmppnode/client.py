@@ -21,7 +21,10 @@ What stops the client and what is retried is decided by type
   ``host-unknown``, ``host-gone``, ``improper-addressing``, ``invalid-from`` or
   ``not-authorized`` stream errors, XMPP disabled for the domain (SRV ``.``);
 * **reconnect with back-off**: network errors, timeouts, the connection closed without a
-  footer, other stream errors (``system-shutdown``, ``reset``, ...);
+  footer, other stream errors (``system-shutdown``, ``reset``, ..., and those we send when we
+  refuse the server's input), plaintext after ``<proceed/>``
+  (:class:`~txxmppnode.errors.STARTTLSInjection`), a ``<resumed/>`` acknowledging more than
+  we sent (the session is then destroyed and a fresh one started);
 * **reconnect to the host named**: ``see-other-host`` (followed within the attempt).
 
 Signals, in order:
@@ -336,7 +339,11 @@ class Client:
                 )
                 await emit_and_wait(self.before_stream_established)
         except Exception as exc:
-            xmlstream.abort(exc)
+            # the server hears what we decided (a stream error, our footer) before the close
+            if isinstance(exc, defer.CancelledError):
+                xmlstream.abort(exc)
+            else:
+                xmlstream.close(exc)
             self.on_connect_failed.emit(exc)
             self._maybe_fatal(exc)
             raise

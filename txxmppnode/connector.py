@@ -57,7 +57,10 @@ class BaseConnector:
         """Connect to *host*:*port* and negotiate a stream for *jid*.
 
         The Deferred fires with ``(transport, xmlstream, features)``, the features being those
-        after authentication.  Cancelling it closes the half-open connection.
+        after authentication.  When the negotiation fails, the stream is closed gracefully
+        (stream error or ``<abort/>`` and our footer reach the server first, the transport is
+        dropped after ``close_timeout`` at the latest) while the failure is reported at once.
+        Cancelling it closes the half-open connection.
         """
         verifier = security_layer.tls_verifier(jid.domain, alpn=self.alpn)
         endpoint: interfaces.IStreamClientEndpoint = endpoints.HostnameEndpoint(
@@ -84,15 +87,30 @@ class BaseConnector:
                     direct_tls=self.direct_tls,
                     timeout=negotiation_timeout,
                 )
-            except BaseException:
+            except BaseException as failure:
                 # a failed or cancelled negotiation leaves nothing open behind it
                 if xmlstream.transport is not None:
-                    xmlstream.abort()
+                    _end_failed_negotiation(xmlstream, failure)
                 raise
             assert xmlstream.transport is not None
             return (xmlstream.transport, xmlstream, features)
 
         return defer.Deferred.fromCoroutine(connect_and_negotiate())
+
+
+def _end_failed_negotiation(xmlstream: XMLStream, failure: BaseException) -> None:
+    """Close the stream of a negotiation that failed, so that the peer hears what we decided.
+
+    A stream error we sent (a refusal of the server's input) is already on its way, and the
+    connection closes once it is written; otherwise our footer follows whatever we sent last
+    (``<abort/>`` after a broken SASL exchange) and the server's is awaited.  Either way the
+    transport is dropped after the stream's ``close_timeout`` at the latest.  A cancellation
+    drops the connection at once, except for a stream error still being written.
+    """
+    if isinstance(failure, Exception) and not isinstance(failure, defer.CancelledError):
+        xmlstream.close(failure)
+    else:
+        xmlstream.abort()
 
 
 def _no_delay(transport: object) -> None:

@@ -32,6 +32,7 @@ Two questions decide what code does with an error, and each is answered by type:
             └── StreamNegotiationFailure
                 ├── TLSFailure          (FatalError) certificate, handshake, downgrade
                 │   └── TLSUnavailable  the server refused or lacks STARTTLS
+                ├── STARTTLSInjection   plaintext followed <proceed/> (retried)
                 ├── SASLFailure
                 │   ├── SASLUnavailable         (FatalError) no mechanism both sides accept
                 │   └── AuthenticationFailure   (FatalError) credentials refused
@@ -251,6 +252,18 @@ class TLSFailure(StreamNegotiationFailure, FatalError):
 
 class TLSUnavailable(TLSFailure):
     """TLS is required but the server refused ``<starttls/>`` or cannot offer TLS."""
+
+
+class STARTTLSInjection(StreamNegotiationFailure):
+    """The server's ``<proceed/>`` was not the last thing received in plaintext.
+
+    Only the TLS handshake may follow the closing ``>`` of ``<proceed/>`` (RFC 6120 §5.4.2.3).
+    Data there is how a man in the middle makes a client use, once TLS is on, stream features
+    it chose (``<stream:features/>`` offering only PLAIN, say): the CVE-2011-0411 class of
+    attacks.  None of it is used: TLS is not started, nothing more is written, and the TCP
+    connection is closed.  It is not a :class:`FatalError`: the culprit may be one network
+    path, and the next attempt may take another.
+    """
 
 
 class SASLFailure(StreamNegotiationFailure):
@@ -530,6 +543,7 @@ __all__: Sequence[str] = [
     "ResourceBindingFailure",
     "SASLFailure",
     "SASLUnavailable",
+    "STARTTLSInjection",
     "StreamError",
     "StreamErrorCondition",
     "StreamNegotiationFailure",

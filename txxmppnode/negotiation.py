@@ -5,8 +5,13 @@ The steps of RFC 6120, in order, each bounded by ``timeout`` seconds:
 1. **TLS.**  Over STARTTLS, ``<starttls/>`` is sent whether or not the server advertised it: a
    feature list without it is what an attacker stripping TLS would show, so a server that does
    not answer ``<proceed/>`` ends the attempt with :class:`~txxmppnode.errors.TLSUnavailable`
-   -- TLS is never skipped.  Over direct TLS the handshake started with the connection.  Either
-   way the certificate decision of the security layer is final before anything else is sent.
+   -- TLS is never skipped.  ``<proceed/>`` must be the last plaintext byte: anything after it
+   ends the attempt with :class:`~txxmppnode.errors.STARTTLSInjection`, and everything received
+   in plaintext is discarded before TLS (:meth:`~txxmppnode.xmlstream.XMLStream.start_tls`).
+   Input we refuse while waiting for the answer (a garbled byte) is a
+   :class:`~txxmppnode.errors.StreamError` we send, retried like any other.  Over direct TLS
+   the handshake started with the connection.  Either way the certificate decision of the
+   security layer is final before anything else is sent.
 2. **SASL** (:func:`authenticate`), strongest mechanism first.
 3. **Resource binding** (:func:`bind_resource`) and the legacy RFC 3921 session when the server
    requires it.  A resumed XEP-0198 session skips this step, so it is separate.
@@ -66,7 +71,9 @@ async def negotiate(
     """Secure and authenticate *xmlstream*; return the stream features after SASL.
 
     :raises TLSUnavailable: the server does not do STARTTLS.
+    :raises STARTTLSInjection: plaintext followed ``<proceed/>``.
     :raises TLSFailure: the certificate was refused.
+    :raises StreamError: a stream error, received or sent (we refused the peer's input).
     :raises SASLUnavailable: no acceptable mechanism.
     :raises AuthenticationFailure: the credentials were refused.
     :raises TimeoutError: a step took longer than *timeout*.
@@ -98,8 +105,12 @@ async def _features(xmlstream: XMLStream, timeout: float) -> etree._Element:
 async def _starttls(xmlstream: XMLStream, verifier: TLSVerifier, timeout: float) -> None:
     xmlstream.send(_element(namespaces.TLS, "starttls"))
     try:
-        answer = await xmlstream.next_element(timeout)
+        answer = await xmlstream.next_element(timeout, last_in_plaintext=True)
     except StreamError as error:
+        if error.sent_by_us:
+            # we refused what came back (a garbled byte, say): a broken or hostile path, not a
+            # server without TLS -- a stream error like any other, worth another attempt
+            raise
         raise TLSUnavailable(f"the server does not do STARTTLS ({error})") from error
     if answer.tag == f"{{{namespaces.TLS}}}failure":
         raise TLSUnavailable("the server refused STARTTLS")

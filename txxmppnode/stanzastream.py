@@ -383,6 +383,13 @@ class StanzaStream:
         True: resumed; the unacknowledged stanzas are written again in their original order,
         before anything queued meanwhile.  False: the server refused; the old session is
         destroyed (see :attr:`resend_policy`) and the caller binds and :meth:`start` s anew.
+
+        :raises StreamError: ``<resumed/>`` acknowledged more stanzas than we sent, or had no
+            valid ``h``.  The ``undefined-condition`` stream error (with XEP-0198's
+            ``<handled-count-too-high/>``) was sent and *xmlstream* is closing; the session is
+            destroyed as on a refusal without a count, so :attr:`resend_policy` decides about
+            the unacknowledged stanzas, and the caller starts a fresh session on a new
+            connection.  Not a :class:`~txxmppnode.errors.FatalError`.
         """
         if not (self._sm.sm_enabled and self._sm.sm_resumable and self._sm.sm_id):
             raise RuntimeError("there is no resumable session")
@@ -395,8 +402,14 @@ class StanzaStream:
             try:
                 resend = self._sm.on_resumed(int(h or ""))
             except (ValueError, HandledCountTooHigh) as exc:
-                self._protocol_violation(exc)
-                raise
+                # The server's count is wrong (more than we sent) or missing: tell it with a
+                # stream error, and give the session up as if it had refused the resumption
+                # without a count -- the resend policy decides about the unacknowledged
+                # stanzas.  Its bug is no reason to stop: the next connection starts afresh.
+                error = self._protocol_violation(exc)
+                assert error is not None
+                self._end_session(None, error)
+                raise error from exc
             self._forget_acked(t for t in unacked if t.state is StanzaState.ACKED)
             data = b"".join(self._data[t] for t in resend)
             if data:
@@ -405,6 +418,16 @@ class StanzaStream:
             self.log.info("stream resumed; {n} stanzas sent again", n=len(resend))
             return True
         handled = int(h) if h and h.isdigit() else None
+        self._end_session(handled, ConnectionError("the stream could not be resumed"))
+        return False
+
+    def _end_session(self, handled: int | None, reason: BaseException) -> None:
+        """The session cannot be resumed: settle its stanzas and report it destroyed.
+
+        The unacknowledged stanzas up to *handled* are acknowledged; the others are queued
+        again at the front for the next session, or reported lost, as :attr:`resend_policy`
+        says when *handled* is ``None``.  Pending IQ requests fail with *reason*.
+        """
         try:
             outcome = self._sm.on_resume_failed(handled, policy=self.resend_policy)
         except HandledCountTooHigh as exc:
@@ -414,11 +437,10 @@ class StanzaStream:
             self._queue.appendleft(token)
         self._forget_acked(outcome.acked)
         self._forget_acked(outcome.disconnected)
-        self.log.info("resumption refused; {n} stanzas will be sent again", n=len(outcome.resend))
+        self.log.info("resumption failed; {n} stanzas will be sent again", n=len(outcome.resend))
         self._detach()
-        self._iq.fail_all(ConnectionError("the stream could not be resumed"))
-        self.on_stream_destroyed.emit(ConnectionError("the stream could not be resumed"))
-        return False
+        self._iq.fail_all(reason)
+        self.on_stream_destroyed.emit(reason)
 
     async def _sm_exchange(self, xmlstream: XMLStream, request: etree._Element) -> etree._Element:
         """Send an SM request and wait for the answer, which the element handler sees first."""
@@ -542,11 +564,15 @@ class StanzaStream:
             return
         self._forget_acked(acked)
 
-    def _protocol_violation(self, exc: BaseException) -> None:
-        """The server acknowledged what we never sent: end this connection with an error."""
+    def _protocol_violation(self, exc: BaseException) -> StreamError | None:
+        """The server acknowledged what we never sent: end this connection with an error.
+
+        Return the stream error sent (``undefined-condition`` with the
+        ``<handled-count-too-high/>`` of XEP-0198 §4), or ``None`` when detached.
+        """
         self.log.error("stream management violation: {error}", error=exc)
         if self._xmlstream is None:
-            return
+            return None
         error = StreamError(StreamErrorCondition.UNDEFINED_CONDITION, str(exc), sent_by_us=True)
         detail = None
         if isinstance(exc, HandledCountTooHigh):
@@ -554,6 +580,7 @@ class StanzaStream:
                 "handled-count-too-high", h=str(exc.h), **{"send-count": str(exc.send_count)}
             )
         self._xmlstream.fail(error, detail)
+        return error
 
     def _on_stanza(self, stanza: Message | Presence | IQ) -> None:
         if isinstance(stanza, IQ):

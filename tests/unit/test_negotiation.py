@@ -11,7 +11,15 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from txxmppnode import JID
-from txxmppnode.errors import AuthenticationFailure, SASLUnavailable, TLSUnavailable
+from txxmppnode.errors import (
+    AuthenticationFailure,
+    FatalError,
+    SASLUnavailable,
+    STARTTLSInjection,
+    StreamError,
+    StreamErrorCondition,
+    TLSUnavailable,
+)
 from txxmppnode.negotiation import authenticate, negotiate
 from txxmppnode.sasl import SASLProtocolError
 from txxmppnode.security_layer import make
@@ -224,6 +232,77 @@ def test_a_refused_binding_guess_is_followed_by_the_next_guess_never_by_plain_sc
     result.addErrback(lambda f: None)
 
 
+# -- STARTTLS: the answer to <starttls/> is the last plaintext -------------------------------
+
+TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+PLAIN_ONLY = (
+    f"<stream:features><mechanisms xmlns='{SASL}'><mechanism>PLAIN</mechanism></mechanisms>"
+    "</stream:features>"
+).encode()
+SCRAM_ONLY = PLAIN_ONLY.replace(b"PLAIN", b"SCRAM-SHA-1")
+
+
+class TLSTransport(StringTransport):
+    """Records startTLS(); the test plays the handshake by calling handshakeCompleted()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tls_creator: Any = None
+
+    def startTLS(self, creator: Any) -> None:
+        self.tls_creator = creator
+
+
+def starttls_negotiation() -> tuple[XMLStream, TLSTransport, Any, defer.Deferred[Any]]:
+    transport = TLSTransport()
+    stream = XMLStream("example.com", reactor=Clock())
+    stream.makeConnection(transport)
+    stream.dataReceived(PEER_HEADER)
+    transport.clear()
+    layer = make("secret", trust_root=None)
+    verifier = layer.tls_verifier("example.com")
+    result = defer.Deferred.fromCoroutine(
+        negotiate(stream, JULIET, layer, verifier, direct_tls=False, timeout=5)
+    )
+    stream.dataReceived(
+        b"<stream:features><starttls xmlns='" + TLS.encode() + b"'/></stream:features>"
+    )
+    (starttls,) = sent_elements(transport)
+    assert starttls.tag == f"{{{TLS}}}starttls"
+    return stream, transport, verifier, result
+
+
+def finish_handshake(stream: XMLStream, verifier: Any) -> None:
+    verifier.handshake_done = True  # what the verifier records once the certificate is accepted
+    stream.handshakeCompleted()
+
+
+def test_features_injected_after_proceed_are_never_used() -> None:
+    stream, transport, _, result = starttls_negotiation()
+    stream.dataReceived(f"<proceed xmlns='{TLS}'/>".encode() + PLAIN_ONLY)
+    failure = result.result
+    result.addErrback(lambda f: None)
+    assert type(failure.value) is STARTTLSInjection
+    assert not isinstance(failure.value, FatalError)
+    assert transport.tls_creator is None
+    assert transport.value() == b""  # no TLS, no auth, not even a footer in plaintext
+
+
+def test_genuine_features_inside_tls_are_used() -> None:
+    stream, transport, verifier, result = starttls_negotiation()
+    stream.dataReceived(f"<proceed xmlns='{TLS}'/>".encode())
+    assert transport.tls_creator is verifier
+    finish_handshake(stream, verifier)
+    assert transport.value().startswith(b"<?xml")  # the new stream header, over TLS
+    transport.clear()
+    stream.dataReceived(PEER_HEADER + SCRAM_ONLY)
+    (auth,) = sent_elements(transport)
+    assert auth.get("mechanism") == "SCRAM-SHA-1"
+    assert not result.called
+    result.cancel()
+    result.addErrback(lambda f: None)
+
+
 @pytest.mark.usefixtures("tls13")
 def test_every_guess_refused_with_a_fixed_password_is_not_authorized() -> None:
     stream, transport = connected()
@@ -323,3 +402,17 @@ def test_legacy_session_when_required_and_its_refusal() -> None:
             result.addErrback(lambda f: None)
             assert isinstance(failure.value, ResourceBindingFailure)
             assert "session establishment refused" in str(failure.value)
+
+
+def test_garbled_answer_to_starttls_is_a_stream_error_we_send_and_retryable() -> None:
+    stream, transport, _, result = starttls_negotiation()
+    stream.dataReceived(b"<proceed xmlns='" + TLS.encode() + b"'\xff/>")
+    failure = result.result
+    result.addErrback(lambda f: None)
+    error = failure.value
+    assert type(error) is StreamError
+    assert error.condition is StreamErrorCondition.NOT_WELL_FORMED and error.sent_by_us
+    assert not isinstance(error, FatalError | TLSUnavailable)
+    sent = transport.value()
+    assert b"<not-well-formed " in sent and sent.endswith(b"</stream:stream>")
+    assert transport.tls_creator is None
