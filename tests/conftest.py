@@ -116,6 +116,30 @@ def make_xmpp_server(request: pytest.FixtureRequest) -> Callable[..., XMPPServer
     return factory
 
 
+def _per_test_servers(
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    name: str,
+    new: Callable[..., XMPPServer],
+) -> Iterator[Callable[..., XMPPServer]]:
+    """Yield ``make(**options)``; the servers it starts are watched, then stopped after."""
+    servers: list[XMPPServer] = []
+
+    def make(**options: Any) -> XMPPServer:
+        server = new(tmp_path / f"{name.lower()}-{len(servers) + 1}", **options)
+        servers.append(server)
+        label = f"{name} #{len(servers)} ({server.domain})"
+        request.node.stash.setdefault(_WATCHED_LOGS, {})[label] = (server, 0)
+        server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+
 @pytest.fixture
 def make_prosody(
     tmp_path: Path, request: pytest.FixtureRequest
@@ -126,21 +150,7 @@ def make_prosody(
     ``password_hash="SHA-256"``, ``cert_path``/``key_path``, ``config_lua``, ...).  The
     servers are stopped after the test, and their logs are attached to its report if it fails.
     """
-    servers: list[ProsodyServer] = []
-
-    def make(**options: Any) -> ProsodyServer:
-        server = _new_server(tmp_path / f"prosody-{len(servers) + 1}", **options)
-        servers.append(server)
-        label = f"Prosody #{len(servers)} ({server.domain})"
-        request.node.stash.setdefault(_WATCHED_LOGS, {})[label] = (server, 0)
-        server.start()
-        return server
-
-    try:
-        yield make
-    finally:
-        for server in reversed(servers):
-            server.stop()
+    yield from _per_test_servers(tmp_path, request, "Prosody", _new_server)  # type: ignore[misc]
 
 
 @pytest.fixture
@@ -148,21 +158,7 @@ def make_ejabberd(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., EjabberdServer]]:
     """Return ``make(**options) -> EjabberdServer``: extra ejabberd servers for this test only."""
-    servers: list[EjabberdServer] = []
-
-    def make(**options: Any) -> EjabberdServer:
-        server = _new_ejabberd(tmp_path / f"ejabberd-{len(servers) + 1}", **options)
-        servers.append(server)
-        label = f"ejabberd #{len(servers)} ({server.domain})"
-        request.node.stash.setdefault(_WATCHED_LOGS, {})[label] = (server, 0)
-        server.start()
-        return server
-
-    try:
-        yield make
-    finally:
-        for server in reversed(servers):
-            server.stop()
+    yield from _per_test_servers(tmp_path, request, "ejabberd", _new_ejabberd)  # type: ignore[misc]
 
 
 @pytest.fixture(scope="session")

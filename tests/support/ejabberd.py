@@ -36,15 +36,14 @@ import shutil
 import socket
 import subprocess
 import time
-import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Final
 
 import trustme
 
-from tests.support.process import terminate
-from tests.support.prosody import DEFAULT_ACCOUNTS, DEFAULT_DOMAIN, LOOPBACK, Account, free_ports
+from tests.support.local_server import LOOPBACK, Account, LocalServer, free_ports
+from tests.support.prosody import DEFAULT_ACCOUNTS, DEFAULT_DOMAIN
 
 __all__ = ["EjabberdError", "EjabberdNotInstalledError", "EjabberdServer", "EjabberdStartError"]
 
@@ -72,7 +71,7 @@ def _yaml_string(value: str | os.PathLike[str]) -> str:
     return f'"{text}"'
 
 
-class EjabberdServer:
+class EjabberdServer(LocalServer):
     """One ejabberd instance with its own directory, certificates, ports and accounts.
 
     :param directory: a private directory (created if missing) for the configuration, the
@@ -86,7 +85,7 @@ class EjabberdServer:
     :param start_timeout: seconds :meth:`start` waits for both ports to accept connections.
     """
 
-    host: str = LOOPBACK
+    stop_timeout = 10.0
 
     def __init__(
         self,
@@ -153,63 +152,7 @@ class EjabberdServer:
         self._console: IO[bytes] | None = None
         self.start_seconds: float | None = None
 
-    # -- public attributes --------------------------------------------------------------------
-
-    @property
-    def starttls_port(self) -> int:
-        """The c2s port (STARTTLS); known once :meth:`start` has run."""
-        return self._require_ports()[0]
-
-    @property
-    def direct_tls_port(self) -> int:
-        """The c2s direct-TLS port (XEP-0368); known once :meth:`start` has run."""
-        return self._require_ports()[1]
-
-    @property
-    def accounts(self) -> Mapping[str, str]:
-        """A read-only view of the registered accounts: local part to password."""
-        return types.MappingProxyType(self._accounts)
-
-    @property
-    def pid(self) -> int | None:
-        """The PID of the running Erlang VM, or ``None``."""
-        return self._process.pid if self.running and self._process else None
-
-    @property
-    def running(self) -> bool:
-        """Whether the ejabberd VM is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    def jid(self, localpart: str) -> str:
-        """Return the bare JID ``localpart@domain``."""
-        return f"{localpart}@{self.domain}"
-
-    def account(self, localpart: str) -> Account:
-        """Return the registered account *localpart*."""
-        return Account(localpart, self._accounts[localpart], self.jid(localpart))
-
     # -- logs ---------------------------------------------------------------------------------
-
-    def log_since(self, offset: int) -> tuple[str, int]:
-        """Return the log from byte *offset* on, and the offset where that text ends."""
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(offset)
-                data = log.read()
-        except FileNotFoundError:
-            return "", offset
-        return data.decode("utf-8", "replace"), offset + len(data)
-
-    def log_text(self, offset: int = 0) -> str:
-        """Return ejabberd's log from byte *offset* on (everything by default)."""
-        return self.log_since(offset)[0]
-
-    def log_size(self) -> int:
-        """Return the log's current size: an offset for :meth:`log_text`."""
-        try:
-            return self.log_path.stat().st_size
-        except FileNotFoundError:
-            return 0
 
     def wait_for_log(self, pattern: str, offset: int = 0, timeout: float = 10.0) -> str:
         """Return the log from *offset* once it matches the regular expression *pattern*.
@@ -249,10 +192,6 @@ class EjabberdServer:
         with self.log_path.open("rb") as log:
             log.seek(start)
             return log.read(end - start).decode("utf-8", "replace")
-
-    def log_tail(self, lines: int = 60) -> str:
-        """Return the last *lines* lines of ejabberd's log."""
-        return "\n".join(self.log_text().splitlines()[-lines:])
 
     # -- accounts -----------------------------------------------------------------------------
 
@@ -426,14 +365,6 @@ modules:
                 )
             time.sleep(_POLL_INTERVAL)
 
-    def _accepts(self, port: int) -> bool:
-        """Return whether a TCP connection to *port* on the loopback address succeeds."""
-        try:
-            with socket.create_connection((self.host, port), timeout=1.0):
-                return True
-        except OSError:
-            return False
-
     def _failure_report(self, headline: str) -> str:
         """Return *headline* with the console output and the log tail."""
         try:
@@ -445,39 +376,3 @@ modules:
             f"--- console output ---\n{console[-4000:] or '(empty)'}\n"
             f"--- last lines of {self.log_path} ---\n{self.log_tail(60) or '(empty)'}"
         )
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the VM with SIGTERM (a clean shutdown), SIGKILL after *timeout*; repeatable."""
-        process, self._process = self._process, None
-        atexit.unregister(self.stop)
-        try:
-            terminate(process, timeout)
-        finally:
-            if self._console is not None:
-                self._console.close()
-                self._console = None
-
-    def restart(self) -> None:
-        """Stop and start again on the same ports with the same accounts."""
-        self.stop()
-        self.start()
-
-    def _require_ports(self) -> tuple[int, int, int]:
-        if self._ports is None:
-            raise EjabberdError("the ports are chosen by start(); start the server first")
-        return self._ports
-
-    def __enter__(self) -> EjabberdServer:
-        """Start the server."""
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        """Stop the server."""
-        self.stop()
-
-    def __repr__(self) -> str:
-        """Return a summary with the domain, ports and state."""
-        ports = f"{self._ports[0]}/{self._ports[1]}" if self._ports else "no ports yet"
-        state = f"pid {self.pid}" if self.running else "stopped"
-        return f"<EjabberdServer {self.domain} {ports} {state} in {self.directory}>"
