@@ -414,6 +414,7 @@ class Client:
         xmlstream, self._xmlstream = self._xmlstream, None
         if xmlstream is not None and xmlstream.is_open:
             self.stream.flush()  # what was queued (an unavailable presence) goes first
+            self.stream.acknowledge()  # so that the server delivers nothing of ours again
             await xmlstream.close()
         if self._session:
             self.stream.destroy(failure or DestructionRequested("the client was stopped"))

@@ -296,6 +296,17 @@ class StanzaStream:
         if self._flush_call is None and self._xmlstream is not None and not self._held:
             self._flush_call = self.reactor.callLater(0, self._flush)
 
+    def acknowledge(self) -> None:
+        """Tell the server, unasked, how many stanzas were handled (XEP-0198 ``<a h/>``).
+
+        Sent before a clean close: a server still holding stanzas we received but did not
+        acknowledge yet delivers them again on closing (to another resource of the account,
+        or to offline storage), which would hand them twice to the account.  Nothing is
+        written without stream management or a stream.
+        """
+        if self._xmlstream is not None and self._xmlstream.is_open and self._sm.sm_enabled:
+            self._xmlstream.send(_sm("a", h=str(self._sm.ack_answer())))
+
     def flush(self) -> None:
         """Write what is queued now rather than at the end of the reactor turn."""
         if self._flush_call is not None and self._flush_call.active():

@@ -68,6 +68,7 @@ def clients(
         port: int | None = None,
         password: str | None = None,
         cls: type[Client] = Client,
+        resource: str = "node",
         **options: Any,
     ) -> Client:
         security = make(
@@ -75,7 +76,7 @@ def clients(
             trust_root=str(server.ca_pem_path),
         )
         client = cls(
-            JID.fromstr(server.jid(account) + "/node"),
+            JID.fromstr(f"{server.jid(account)}/{resource}"),
             security,
             override_peer=[("127.0.0.1", port or server.starttls_port, STARTTLSConnector())],
             negotiation_timeout=timedelta(seconds=5),
@@ -437,3 +438,38 @@ def test_no_acceptable_mechanism_stops_the_client_after_one_attempt(
     assert isinstance(error, SASLUnavailable)
     assert not juliet.running
     assert proxy.connections_accepted == 1
+
+
+def test_a_clean_stop_acknowledges_so_nothing_is_delivered_again_elsewhere(
+    xmpp_server: XMPPServer, clients: Callable[..., Client], reactor_thread: ReactorThread
+) -> None:
+    first = clients(xmpp_server, resource="first")
+    second = clients(xmpp_server, resource="second")
+    romeo = clients(xmpp_server, "romeo")
+    for client in (first, second, romeo):
+        start_and_wait(reactor_thread, client)
+    got_first: list[str] = []
+    got_second: list[str] = []
+    sentinel: defer.Deferred[None] = defer.Deferred()
+
+    def at_second(message: Any) -> None:
+        got_second.append(str(message.body))
+        if message.body == "sentinel" and not sentinel.called:
+            sentinel.callback(None)
+
+    async def scenario() -> None:
+        arrived: defer.Deferred[Any] = defer.Deferred()
+        first.stream.register_message_callback("chat", None, arrived.callback)
+        second.stream.register_message_callback("chat", None, at_second)
+        to_first = Message(to=str(first.local_jid), type_="chat", body="once")
+        await romeo.send(to_first)
+        got_first.append(str((await arrived).body))
+        await first.stop()  # received, not yet acknowledged unless the stop says so
+        await romeo.send(Message(to=str(second.local_jid), type_="chat", body="sentinel"))
+        await sentinel
+
+    reactor_thread.run(lambda: defer.Deferred.fromCoroutine(scenario()), timeout=15)
+    assert got_first == ["once"]
+    # a server redelivers unacknowledged messages of a closed session to the other resources
+    # (before the sentinel, which was sent after the stop): none may come
+    assert got_second == ["sentinel"]

@@ -506,3 +506,16 @@ def test_resumed_with_an_impossible_count_sends_a_stream_error_and_starts_afresh
     h.turn()
     bodies = [e.body for e in fresh.received() if e.tag == "{jabber:client}message"]
     assert bodies == resent
+
+
+def test_acknowledge_tells_the_handled_count_unasked_and_only_with_sm() -> None:
+    h = Harness()
+    h.server.say("<message from='romeo@example.net'/><message from='romeo@example.net'/>")
+    assert h.server.received() == []  # nothing asked, nothing said
+    h.stream.acknowledge()
+    (ack,) = h.server.received()
+    assert (etree.QName(ack).localname, ack.get("h")) == ("a", "2")
+    without = Harness(sm=False)
+    without.server.say("<message from='romeo@example.net'/>")
+    without.stream.acknowledge()
+    assert without.server.received() == []
