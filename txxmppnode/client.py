@@ -87,7 +87,13 @@ class Client:
 
     :param local_jid: the account (with a resource, to ask for that resource).
     :param security_layer: from :func:`~txxmppnode.security_layer.make`.
-    :param negotiation_timeout: bound of the TCP connection and of each negotiation step.
+    :param negotiation_timeout: bound of each step of a connection: the TCP connection (name
+        resolution included), STARTTLS, the TLS handshake, each SASL round, resource binding,
+        the legacy session, ``<enable/>`` and ``<resume/>``.  Each step's deadline is fixed
+        when it starts; nothing the server sends meanwhile extends it.  A step that overruns
+        fails the attempt with :class:`TimeoutError`, which is retried like a network error
+        (an unanswered ``<resume/>`` gives the session up first: see
+        :meth:`StanzaStream.resume`).
     :param max_initial_attempts: connection attempts before the first success counts as a
         failure (``None``: unbounded).
     :param override_peer: ``(host, port, connector)`` options tried before DNS discovery.
@@ -320,19 +326,19 @@ class Client:
         xmlstream, features = self._xmlstream, self.stream_features
         assert xmlstream is not None and features is not None
         try:
-            resumed = self._suspended and await self.stream.resume(xmlstream)
+            timeout = self.negotiation_timeout.total_seconds()
+            resumed = self._suspended and await self.stream.resume(xmlstream, timeout=timeout)
             if not resumed:
                 if self._suspended:
                     self.stream.destroy(ConnectionError("the session could not be resumed"))
-                bound = await bind_resource(
-                    xmlstream, features, self._resource, self.negotiation_timeout.total_seconds()
-                )
+                bound = await bind_resource(xmlstream, features, self._resource, timeout)
                 self._local_jid = bound
                 await self.stream.start(
                     xmlstream,
                     bound,
                     sm=features.find(_SM_FEATURE) is not None,
                     resumption_timeout=self.resumption_timeout,
+                    timeout=timeout,
                 )
                 await emit_and_wait(self.before_stream_established)
         except Exception as exc:

@@ -39,6 +39,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import namespaces
+from .deadline import Deadline
 from .dispatch import Dispatcher
 from .errors import (
     DestructionRequested,
@@ -58,6 +59,9 @@ from .xmlstream import XMLStream
 from .xmlwriter import serialize
 
 SM: Final = namespaces.STREAM_MANAGEMENT
+#: Seconds the server has to answer ``<enable/>`` or ``<resume/>`` (the client passes its own
+#: ``negotiation_timeout``).
+DEFAULT_SM_TIMEOUT: Final = 60.0
 _R: Final = f"<r xmlns='{SM}'/>".encode()
 _PING: Final = f"{{{namespaces.PING}}}ping"
 
@@ -341,11 +345,18 @@ class StanzaStream:
         *,
         sm: bool = False,
         resumption_timeout: int | None = None,
+        timeout: float | None = DEFAULT_SM_TIMEOUT,
     ) -> defer.Deferred[bool]:
         """Attach to a freshly bound *xmlstream*; with *sm*, enable stream management first.
 
         The Deferred fires with whether stream management got enabled; the queue is written
         once the server answered ``<enable/>`` (so every stanza is counted) or at once.
+
+        :param timeout: seconds the server has to answer ``<enable/>``, from when it is sent;
+            nothing it sends meanwhile extends them (``None``: no limit).
+        :raises TimeoutError: (through the Deferred) no answer to ``<enable/>`` in time.  The
+            XML stream is aborted with it, as a failed negotiation step: a client reconnects
+            and tries again.  Queued stanzas stay queued for the next session.
         """
         self.local_jid = bound_jid
         self._iq.local_jid = bound_jid
@@ -356,10 +367,18 @@ class StanzaStream:
         attributes = {"resume": "false" if resumption_timeout == 0 else "true"}
         if resumption_timeout:
             attributes["max"] = str(int(resumption_timeout))
-        return defer.Deferred.fromCoroutine(self._enable(xmlstream, attributes))
+        return defer.Deferred.fromCoroutine(self._enable(xmlstream, attributes, timeout))
 
-    async def _enable(self, xmlstream: XMLStream, attributes: dict[str, str]) -> bool:
-        answer = await self._sm_exchange(xmlstream, _sm("enable", **attributes))
+    async def _enable(
+        self, xmlstream: XMLStream, attributes: dict[str, str], timeout: float | None
+    ) -> bool:
+        deadline = Deadline(self.reactor, timeout, "stream management (<enable/>)")
+        try:
+            answer = await self._sm_exchange(xmlstream, _sm("enable", **attributes), deadline)
+        except TimeoutError as exc:
+            self.log.warn("{error}; giving up this connection", error=exc)
+            xmlstream.abort(exc)
+            raise
         if answer.tag == f"{{{SM}}}enabled":
             max_ = answer.get("max")
             self._sm.on_enabled(
@@ -377,18 +396,35 @@ class StanzaStream:
         self._release()
         return self._sm.sm_enabled
 
-    async def resume(self, xmlstream: XMLStream) -> bool:
+    async def resume(
+        self, xmlstream: XMLStream, *, timeout: float | None = DEFAULT_SM_TIMEOUT
+    ) -> bool:
         """Resume the suspended session on *xmlstream* (authenticated, not bound).
 
         True: resumed; the unacknowledged stanzas are written again in their original order,
         before anything queued meanwhile.  False: the server refused; the old session is
         destroyed (see :attr:`resend_policy`) and the caller binds and :meth:`start` s anew.
+
+        :param timeout: seconds the server has to answer ``<resume/>``, from when it is sent;
+            nothing it sends meanwhile extends them (``None``: no limit).
+        :raises TimeoutError: no answer in time.  The resumption failed as if refused without
+            ``h`` (:attr:`resend_policy` decides about the unacknowledged stanzas, and the
+            session is destroyed), and *xmlstream* is aborted with the error: nothing more can
+            be done on a stream whose server went quiet.  The caller binds anew on another
+            connection.
         """
         if not (self._sm.sm_enabled and self._sm.sm_resumable and self._sm.sm_id):
             raise RuntimeError("there is no resumable session")
         self._attach(xmlstream)
         request = _sm("resume", previd=self._sm.sm_id, h=str(self._sm.ack_answer()))
-        answer = await self._sm_exchange(xmlstream, request)
+        deadline = Deadline(self.reactor, timeout, "stream resumption (<resume/>)")
+        try:
+            answer = await self._sm_exchange(xmlstream, request, deadline)
+        except TimeoutError as exc:
+            self.log.warn("{error}; the session is given up", error=exc)
+            self._resume_refused(None)
+            xmlstream.abort(exc)
+            raise
         h = answer.get("h")
         if answer.tag == f"{{{SM}}}resumed":
             unacked = self._sm.sm_unacked_list
@@ -404,7 +440,11 @@ class StanzaStream:
             self._release()
             self.log.info("stream resumed; {n} stanzas sent again", n=len(resend))
             return True
-        handled = int(h) if h and h.isdigit() else None
+        self._resume_refused(int(h) if h and h.isdigit() else None)
+        return False
+
+    def _resume_refused(self, handled: int | None) -> None:
+        """The resumption failed (*handled*: the server's ``h``): destroy the old session."""
         try:
             outcome = self._sm.on_resume_failed(handled, policy=self.resend_policy)
         except HandledCountTooHigh as exc:
@@ -418,15 +458,21 @@ class StanzaStream:
         self._detach()
         self._iq.fail_all(ConnectionError("the stream could not be resumed"))
         self.on_stream_destroyed.emit(ConnectionError("the stream could not be resumed"))
-        return False
 
-    async def _sm_exchange(self, xmlstream: XMLStream, request: etree._Element) -> etree._Element:
+    async def _sm_exchange(
+        self, xmlstream: XMLStream, request: etree._Element, deadline: Deadline
+    ) -> etree._Element:
         """Send an SM request and wait for the answer, which the element handler sees first."""
         self._held = True
         self._sm_pending = defer.Deferred()
         waiting = self._sm_pending
         xmlstream.send(request)
-        return await waiting
+        try:
+            return await deadline.wait(waiting)
+        except TimeoutError:
+            if self._sm_pending is waiting:
+                self._sm_pending = None
+            raise
 
     def _fail_sm_pending(self, reason: BaseException | None) -> None:
         pending, self._sm_pending = self._sm_pending, None

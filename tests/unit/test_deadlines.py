@@ -14,15 +14,20 @@ from typing import Any
 
 import pytest
 from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHostnameResolver, IReactorPluggableNameResolver
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from txxmppnode import JID
+from txxmppnode import JID, Message
 from txxmppnode.connector import STARTTLSConnector
 from txxmppnode.negotiation import authenticate, bind_resource, negotiate
 from txxmppnode.security_layer import make
+from txxmppnode.sm import ResendPolicy
+from txxmppnode.stanzastream import StanzaStream
+from txxmppnode.token import StanzaState
 from txxmppnode.xmlparser import ElementReceived, XMLStreamParser
 from txxmppnode.xmlstream import XMLStream
 
@@ -50,8 +55,10 @@ class TLSCapableTransport(StringTransport):
         self.tls_started = True
 
 
-def connected(transport: StringTransport | None = None) -> tuple[XMLStream, StringTransport, Clock]:
-    clock = Clock()
+def connected(
+    transport: StringTransport | None = None, clock: Clock | None = None
+) -> tuple[XMLStream, StringTransport, Clock]:
+    clock = clock or Clock()
     transport = transport or StringTransport()
     stream = XMLStream("example.com", reactor=clock)
     stream.makeConnection(transport)
@@ -240,3 +247,59 @@ def test_bind_answer_among_unrelated_stanzas_is_found() -> None:
     )
     assert str(result.result) == "juliet@example.com/balcony"
     assert clock.getDelayedCalls() == []  # no deadline timer left behind
+
+
+# -- XEP-0198 <enable/> and <resume/> ---------------------------------------------------------
+
+SM = "urn:xmpp:sm:3"
+ME = JID.fromstr("juliet@example.com/balcony")
+
+
+def test_enable_ends_at_one_deadline_and_aborts_the_connection() -> None:
+    stream, transport, clock = connected()
+    stanzas = StanzaStream(ME.bare(), reactor=clock)
+    lost: list[BaseException | None] = []
+    stanzas.on_connection_lost.connect(lost.append)
+    result = stanzas.start(stream, ME, sm=True, timeout=TIMEOUT)
+    (enable,) = sent(transport)
+    assert enable.tag == f"{{{SM}}}enable"
+    queued = stanzas.enqueue(Message(to="romeo@example.net", body="waits for <enabled/>"))
+    error = expect_timeout_at_deadline(clock, result, saying(stream, CHATTER), "<enable/>")
+    # a failed negotiation step: the connection is given up, to be tried again
+    assert transport.disconnecting
+    assert lost == [error]
+    assert not stanzas.running and not stanzas.sm_enabled
+    # what was queued waits for the next session
+    assert queued.state is StanzaState.ACTIVE and stanzas.queue_length == 1
+
+
+@pytest.mark.parametrize(
+    ("policy", "state"),
+    [
+        (ResendPolicy.DISCONNECT, StanzaState.DISCONNECTED),
+        (ResendPolicy.RESEND, StanzaState.ACTIVE),
+    ],
+)
+def test_resume_ends_at_one_deadline_and_falls_back_to_a_new_session(
+    policy: ResendPolicy, state: StanzaState
+) -> None:
+    first, _, clock = connected()
+    stanzas = StanzaStream(ME.bare(), reactor=clock, resend_policy=policy)
+    stanzas.start(first, ME, sm=True)
+    first.dataReceived(f"<enabled xmlns='{SM}' id='sm-1' resume='true'/>".encode())
+    token = stanzas.enqueue(Message(to="romeo@example.net", body="unacknowledged"))
+    clock.advance(0)
+    assert token.state is StanzaState.SENT
+    first.connectionLost(Failure(ConnectionDone()))
+    destroyed: list[BaseException | None] = []
+    stanzas.on_stream_destroyed.connect(destroyed.append)
+
+    second, transport, _ = connected(clock=clock)
+    result = defer.Deferred.fromCoroutine(stanzas.resume(second, timeout=TIMEOUT))
+    (resume,) = sent(transport)
+    assert resume.tag == f"{{{SM}}}resume"
+    expect_timeout_at_deadline(clock, result, saying(second, CHATTER), "<resume/>")
+    assert transport.disconnecting
+    assert len(destroyed) == 1 and not stanzas.sm_enabled and not stanzas.running
+    assert token.state is state
+    assert stanzas.queue_length == (1 if policy is ResendPolicy.RESEND else 0)
