@@ -52,6 +52,7 @@ from zope.interface import implementer
 from . import namespaces
 from .connect import PeerOption, connect_xmlstream, split_host_port
 from .connector import STARTTLSConnector
+from .deadline import Deadline
 from .errors import DestructionRequested, FatalError
 from .jid import JID
 from .negotiation import bind_resource
@@ -249,14 +250,27 @@ class Client:
 
         While the stream is not established this waits for it; if the client stops or fails
         first, it fails with :class:`~txxmppnode.errors.DestructionRequested` or the failure.
+
+        :param timeout: seconds from this call, waiting for the stream included, until the
+            response to an IQ request -- or, for a message or a presence (an extension of the
+            reference API, where *timeout* concerns IQ responses only), until the server
+            acknowledged it (stream management) or it was written (without).  Then it fails
+            with :class:`TimeoutError`: a stanza not written yet is withdrawn and never sent;
+            one written already may still arrive.
+        :raises QueueFull: ``stream.max_unacked`` stanzas are held already; nothing is queued.
         """
+        deadline = Deadline(self.reactor, timeout, "sending the stanza")
 
         async def send_when_ready() -> Any:
             if not self.established:
                 ready = self.established_event.wait()
                 self._waiting_sends.append(ready)
                 try:
-                    await ready
+                    await deadline.wait(ready)
+                except TimeoutError:
+                    raise TimeoutError(
+                        f"the stream was not established within {timeout:g}s; nothing was sent"
+                    ) from None
                 except defer.CancelledError:
                     if self._end_reason is None:
                         raise
@@ -264,7 +278,7 @@ class Client:
                 finally:
                     if ready in self._waiting_sends:
                         self._waiting_sends.remove(ready)
-            return await self.stream.send(stanza, timeout=timeout, cb=cb)
+            return await self.stream.send(stanza, timeout=deadline.remaining(), cb=cb)
 
         return defer.Deferred.fromCoroutine(send_when_ready())
 
