@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: run test lint typecheck docs pytest system-deps bench-parse bench-dispatch bench-send \
-	bench-connect bench-resume bench-memory clean
+	bench-connect bench-resume bench-memory bench-floods clean
 
 test: system-deps $(VENV)/.installed lint typecheck docs pytest
 
@@ -54,6 +54,10 @@ bench-resume: system-deps $(VENV)/.installed
 
 bench-memory: system-deps $(VENV)/.installed
 	$(BIN)/python benchmarks/memory.py
+
+# Hostile servers on 127.0.0.1: the client's memory under floods (before/after: see the script).
+bench-floods: $(VENV)/.installed
+	$(BIN)/python benchmarks/floods.py
 
 clean:
 	rm -rf $(VENV) docs/_build build *.egg-info

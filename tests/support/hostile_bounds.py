@@ -10,7 +10,8 @@ does exactly one bad thing:
 ``ENABLE_SILENT``
     binds, never answers ``<enable/>``; sends whitespace keep-alives every 0.4 s.
 ``NO_ACK``
-    binds and enables stream management, never answers ``<r/>``; keep-alives every 0.4 s.
+    binds and enables stream management, never answers ``<r/>``; keep-alives every 0.4 s (as
+    ``SM_IQ_FLOOD`` also sends).
 ``R_FLOOD``
     binds and enables stream management; on the trigger (a message whose body is
     :data:`TRIGGER`) stops reading and sends ``flood_bytes`` of ``<r/>``, then a message with
@@ -18,6 +19,9 @@ does exactly one bad thing:
 ``IQ_FLOOD``
     binds, offers no stream management; on the trigger stops reading and sends
     ``flood_bytes`` of IQ requests (each needs an error reply), then the :data:`END` message.
+``SM_IQ_FLOOD``
+    binds and enables stream management; on the trigger sends ``flood_bytes`` of IQ requests
+    and the :data:`END` message, reading on but never answering ``<r/>``.
 ``RAW_IQ_FLOOD``
     no TLS and no authentication (for a bare XML stream over plain TCP): answers the stream
     header with empty features; then as ``IQ_FLOOD``.
@@ -70,6 +74,7 @@ class Behaviour(enum.Enum):
     NO_ACK = "no-ack"
     R_FLOOD = "r-flood"
     IQ_FLOOD = "iq-flood"
+    SM_IQ_FLOOD = "sm-iq-flood"
     RAW_IQ_FLOOD = "raw-iq-flood"
 
 
@@ -205,11 +210,11 @@ class _HostileProtocol(protocol.Protocol):
                 return
             self.send(f"<enabled xmlns='{_SM}' id='hostile-sm' resume='true'/>")
             self.sm_on = True
-            if behaviour is Behaviour.NO_ACK:
+            if behaviour in (Behaviour.NO_ACK, Behaviour.SM_IQ_FLOOD):
                 self.every_interval(" ")
         elif tag == "{jabber:client}message" and element.findtext("{jabber:client}body") == TRIGGER:
             self.start_flood()
-        elif tag == f"{{{_SM}}}r" and behaviour is not Behaviour.NO_ACK:
+        elif tag == f"{{{_SM}}}r" and behaviour not in (Behaviour.NO_ACK, Behaviour.SM_IQ_FLOOD):
             self.send(f"<a xmlns='{_SM}' h='{self.received}'/>")
         if tag.startswith("{jabber:client}"):
             self.factory.stanzas += 1
@@ -217,7 +222,8 @@ class _HostileProtocol(protocol.Protocol):
                 self.received += 1
 
     def start_flood(self) -> None:
-        self.transport.pauseProducing()  # type: ignore[union-attr]  # never read again
+        if self.factory.behaviour is not Behaviour.SM_IQ_FLOOD:
+            self.transport.pauseProducing()  # type: ignore[union-attr]  # never read again
         end = f"<message from='{DOMAIN}' to='juliet@{DOMAIN}/hostile'><body>{END}</body></message>"
         if self.factory.behaviour is Behaviour.R_FLOOD:
             unit: Callable[[int], bytes] = lambda n: f"<r xmlns='{_SM}'/>".encode()  # noqa: E731
