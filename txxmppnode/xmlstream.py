@@ -113,6 +113,7 @@ class XMLStream(Protocol):
         #: and reading goes on (see :attr:`paused`).
         self.on_drained: Signal[[]] = Signal("XMLStream.on_drained")
         self._paused = False
+        self._reading_paused = False
         self._parser = XMLStreamParser(max_element_bytes=max_element_bytes, max_depth=max_depth)
         self._queue: deque[etree._Element] = deque()
         self._waiters: deque[defer.Deferred[etree._Element]] = deque()
@@ -317,12 +318,19 @@ class XMLStream(Protocol):
     # -- IPushProducer: the transport tells us when its write buffer is full ---------------
 
     def pauseProducing(self) -> None:
-        """The transport's write buffer is over its high-water mark: stop reading."""
+        """The transport's write buffer is over its high-water mark: stop reading.
+
+        Except during a TLS handshake: TLS holds what we wrote until the handshake is done
+        (and pauses us meanwhile), and the handshake needs the peer's answers read.
+        """
         if self._paused or self._done:
             return
         self._paused = True
+        if self.tls_connection is not None and not self.tls_handshake_done:
+            return
         self.log.debug("the peer is not reading what we write; reading paused")
         assert self.transport is not None
+        self._reading_paused = True
         self.transport.pauseProducing()  # type: ignore[attr-defined]
 
     def resumeProducing(self) -> None:
@@ -330,14 +338,16 @@ class XMLStream(Protocol):
         if not self._paused or self._done:
             return
         self._paused = False
-        self.log.debug("write buffer drained; reading again")
-        assert self.transport is not None
-        self.transport.resumeProducing()  # type: ignore[attr-defined]
+        if self._reading_paused:
+            self._reading_paused = False
+            self.log.debug("write buffer drained; reading again")
+            assert self.transport is not None
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
         self.on_drained.emit()
 
     def stopProducing(self) -> None:
         """The transport is going away; :meth:`connectionLost` follows."""
-        self._paused = False
+        self._paused = self._reading_paused = False
 
     # -- Protocol -------------------------------------------------------------------------
 

@@ -67,6 +67,13 @@ def test_over_tls_the_pause_of_the_tcp_transport_reaches_the_stream() -> None:
     tls.makeConnection(tcp)
     assert tcp.value()  # the ClientHello
     assert tcp.producer is not None and tcp.streaming  # TLS's membrane around the stream
+    # TLS pauses us while it holds what we wrote until its handshake is done: the handshake
+    # still needs reading, so reading goes on
+    tcp.producer.pauseProducing()
+    assert xmlstream.paused and tcp.producerState == "producing"
+    xmlstream.handshakeCompleted()
+    tcp.producer.resumeProducing()  # as TLS does once it wrote what it held
+    assert not xmlstream.paused
     tcp.producer.pauseProducing()
     assert xmlstream.paused and tcp.producerState == "paused"
     tcp.producer.resumeProducing()
