@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: run test lint typecheck docs pytest system-deps bench-parse bench-dispatch bench-send \
-	bench-connect bench-resume bench-memory bench-scram clean
+	bench-connect bench-resume bench-memory bench-scram bench-floods clean
 
 test: system-deps $(VENV)/.installed lint typecheck docs pytest
 
@@ -58,6 +58,10 @@ bench-memory: system-deps $(VENV)/.installed
 # In-process SCRAM server: the reactor's stall while one connection derives its key.
 bench-scram: $(VENV)/.installed
 	$(BIN)/python benchmarks/scram_stall.py
+
+# Hostile servers on 127.0.0.1: the client's memory under floods (before/after: see the script).
+bench-floods: $(VENV)/.installed
+	$(BIN)/python benchmarks/floods.py
 
 clean:
 	rm -rf $(VENV) docs/_build build *.egg-info

@@ -55,6 +55,7 @@ from zope.interface import implementer
 from . import namespaces
 from .connect import PeerOption, connect_xmlstream, split_host_port
 from .connector import STARTTLSConnector
+from .deadline import Deadline
 from .errors import DestructionRequested, FatalError
 from .jid import JID
 from .negotiation import bind_resource
@@ -90,7 +91,13 @@ class Client:
 
     :param local_jid: the account (with a resource, to ask for that resource).
     :param security_layer: from :func:`~txxmppnode.security_layer.make`.
-    :param negotiation_timeout: bound of the TCP connection and of each negotiation step.
+    :param negotiation_timeout: bound of each step of a connection: the TCP connection (name
+        resolution included), STARTTLS, the TLS handshake, each SASL round, resource binding,
+        the legacy session, ``<enable/>`` and ``<resume/>``.  Each step's deadline is fixed
+        when it starts; nothing the server sends meanwhile extends it.  A step that overruns
+        fails the attempt with :class:`TimeoutError`, which is retried like a network error
+        (an unanswered ``<resume/>`` gives the session up first: see
+        :meth:`StanzaStream.resume`).
     :param max_initial_attempts: connection attempts before the first success counts as a
         failure (``None``: unbounded).
     :param override_peer: ``(host, port, connector)`` options tried before DNS discovery.
@@ -246,14 +253,27 @@ class Client:
 
         While the stream is not established this waits for it; if the client stops or fails
         first, it fails with :class:`~txxmppnode.errors.DestructionRequested` or the failure.
+
+        :param timeout: seconds from this call, waiting for the stream included, until the
+            response to an IQ request -- or, for a message or a presence (an extension of the
+            reference API, where *timeout* concerns IQ responses only), until the server
+            acknowledged it (stream management) or it was written (without).  Then it fails
+            with :class:`TimeoutError`: a stanza not written yet is withdrawn and never sent;
+            one written already may still arrive.
+        :raises QueueFull: ``stream.max_unacked`` stanzas are held already; nothing is queued.
         """
+        deadline = Deadline(self.reactor, timeout, "sending the stanza")
 
         async def send_when_ready() -> Any:
             if not self.established:
                 ready = self.established_event.wait()
                 self._waiting_sends.append(ready)
                 try:
-                    await ready
+                    await deadline.wait(ready)
+                except TimeoutError:
+                    raise TimeoutError(
+                        f"the stream was not established within {timeout:g}s; nothing was sent"
+                    ) from None
                 except defer.CancelledError:
                     if self._end_reason is None:
                         raise
@@ -261,7 +281,7 @@ class Client:
                 finally:
                     if ready in self._waiting_sends:
                         self._waiting_sends.remove(ready)
-            return await self.stream.send(stanza, timeout=timeout, cb=cb)
+            return await self.stream.send(stanza, timeout=deadline.remaining(), cb=cb)
 
         return defer.Deferred.fromCoroutine(send_when_ready())
 
@@ -323,19 +343,19 @@ class Client:
         xmlstream, features = self._xmlstream, self.stream_features
         assert xmlstream is not None and features is not None
         try:
-            resumed = self._suspended and await self.stream.resume(xmlstream)
+            timeout = self.negotiation_timeout.total_seconds()
+            resumed = self._suspended and await self.stream.resume(xmlstream, timeout=timeout)
             if not resumed:
                 if self._suspended:
                     self.stream.destroy(ConnectionError("the session could not be resumed"))
-                bound = await bind_resource(
-                    xmlstream, features, self._resource, self.negotiation_timeout.total_seconds()
-                )
+                bound = await bind_resource(xmlstream, features, self._resource, timeout)
                 self._local_jid = bound
                 await self.stream.start(
                     xmlstream,
                     bound,
                     sm=features.find(_SM_FEATURE) is not None,
                     resumption_timeout=self.resumption_timeout,
+                    timeout=timeout,
                 )
                 await emit_and_wait(self.before_stream_established)
         except Exception as exc:

@@ -29,6 +29,7 @@ Two questions decide what code does with an error, and each is answered by type:
             ├── StreamError             a stream error (RFC 6120 §4.9), received or sent
             │   └── FatalStreamError    conflict, host-unknown, ... (also FatalError)
             ├── DestructionRequested    the stream was closed on request
+            ├── QueueFull               too many stanzas the server has not acknowledged
             └── StreamNegotiationFailure
                 ├── TLSFailure          (FatalError) certificate, handshake, downgrade
                 │   └── TLSUnavailable  the server refused or lacks STARTTLS
@@ -219,6 +220,14 @@ class FatalStreamError(StreamError, FatalError):
 
 class DestructionRequested(ConnectionError):
     """The stream was closed on request (by the application stopping the client)."""
+
+
+class QueueFull(ConnectionError):
+    """The stream holds as many unacknowledged stanzas as it may (``max_unacked``).
+
+    Raised by ``enqueue`` (nothing is queued) until the server acknowledges some; also the
+    reason a stream is aborted when the server makes us hold more (see the stanza stream).
+    """
 
 
 class MultiOSError(OSError):
@@ -540,6 +549,7 @@ __all__: Sequence[str] = [
     "FatalError",
     "FatalStreamError",
     "MultiOSError",
+    "QueueFull",
     "ResourceBindingFailure",
     "SASLFailure",
     "SASLUnavailable",

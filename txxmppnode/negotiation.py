@@ -15,6 +15,11 @@ The steps of RFC 6120, in order, each bounded by ``timeout`` seconds:
 2. **SASL** (:func:`authenticate`), strongest mechanism first.
 3. **Resource binding** (:func:`bind_resource`) and the legacy RFC 3921 session when the server
    requires it.  A resumed XEP-0198 session skips this step, so it is separate.
+
+Each step is one wait for one answer, except the IQs of binding and of the legacy session,
+which skip unrelated elements while they wait: their bound is a
+:class:`~txxmppnode.deadline.Deadline` fixed when the request is sent, so a server that keeps
+sending something else cannot extend it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from lxml import etree
 from twisted.logger import Logger
 
 from . import namespaces
+from .deadline import Deadline
 from .errors import (
     AuthenticationFailure,
     ResourceBindingFailure,
@@ -315,6 +321,8 @@ async def bind_resource(
     Also establishes the legacy RFC 3921 session when the server requires it.
 
     :raises ResourceBindingFailure: the server refused, or does not offer binding.
+    :raises TimeoutError: no answer to the bind (or session) request within *timeout* seconds
+        of sending it, whatever else the server sent meanwhile.
     """
     if features.find(f"{{{namespaces.BIND}}}bind") is None:
         raise ResourceBindingFailure("the server does not offer resource binding")
@@ -322,7 +330,7 @@ async def bind_resource(
     if resource:
         etree.SubElement(request, f"{{{namespaces.BIND}}}resource").text = resource
     try:
-        reply = await _iq(xmlstream, IQ(IQType.SET, payload=request), timeout)
+        reply = await _iq(xmlstream, IQ(IQType.SET, payload=request), timeout, "resource binding")
     except XMPPError as error:
         raise ResourceBindingFailure(f"resource binding refused: {error}") from error
     text = reply.findtext(f"{{{namespaces.BIND}}}bind/{{{namespaces.BIND}}}jid")
@@ -336,18 +344,22 @@ async def bind_resource(
     if session is not None and session.find(f"{{{namespaces.SESSION}}}optional") is None:
         try:
             await _iq(xmlstream, IQ(IQType.SET, payload=_element(namespaces.SESSION, "session")),
-                      timeout)  # fmt: skip
+                      timeout, "session establishment")  # fmt: skip
         except XMPPError as error:
             raise ResourceBindingFailure(f"session establishment refused: {error}") from error
     return bound
 
 
-async def _iq(xmlstream: XMLStream, request: IQ, timeout: float) -> IQ:
-    """Send *request* and return its result; raise the error reply as XMPPError."""
+async def _iq(xmlstream: XMLStream, request: IQ, timeout: float, step: str) -> IQ:
+    """Send *request* and return its result; raise the error reply as XMPPError.
+
+    Unrelated elements are skipped, within one deadline of *timeout* seconds from now.
+    """
     request.id_ = secrets.token_urlsafe(12)
+    deadline = Deadline(xmlstream.reactor, timeout, step)
     xmlstream.send(request)
     while True:
-        reply = await xmlstream.next_element(timeout)
+        reply = await deadline.wait(xmlstream.next_element())
         if isinstance(reply, IQ) and reply.id_ == request.id_ and not reply.type_.is_request:
             break
         _log.debug("ignoring {tag} while waiting for the answer to {id}",

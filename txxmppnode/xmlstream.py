@@ -37,6 +37,15 @@ Input is discarded at each change of document: :meth:`~XMLStream.restart` and
 nobody has taken yet, so nothing the peer sent before (in plaintext, for STARTTLS) is ever used
 after (RFC 6120 §5.4.3.3).
 
+Flow control: the stream registers itself with its transport as a streaming producer
+(``IPushProducer``).  Twisted's transports pause their producer when more than their
+high-water mark waits to be written (``bufferSize``, 64 KiB for TCP; TLS passes on the pause
+of the TCP transport under it) and resume it once that has drained.  While paused the stream
+stops reading from the peer (``transport.pauseProducing()``) and :attr:`XMLStream.paused` is
+true, so a peer that sends without reading what we answer fills its own buffers, not our
+memory; the stanza stream holds its writes meanwhile and writes again on
+:attr:`XMLStream.on_drained`.
+
 All timers use the injected ``reactor`` (an ``IReactorTime``), so tests drive them with
 ``twisted.internet.task.Clock``.
 """
@@ -79,7 +88,7 @@ ElementHandler = Callable[[etree._Element], None]
 _CONNECTION_LOST: Final = Failure(ConnectionError("connection lost"))  # type: ignore[no-untyped-call]
 
 
-@implementer(interfaces.IHandshakeListener)
+@implementer(interfaces.IHandshakeListener, interfaces.IPushProducer)
 class XMLStream(Protocol):
     """One XML stream to a server; see the module documentation.
 
@@ -117,6 +126,11 @@ class XMLStream(Protocol):
         self.sasl_channel_binding: str | None = None
         #: Emitted once, when the stream starts to end, with the reason (``None``: clean).
         self.on_closing: Signal[[BaseException | None]] = Signal("XMLStream.on_closing")
+        #: Emitted when the transport resumed us: what was waiting to be written has drained
+        #: and reading goes on (see :attr:`paused`).
+        self.on_drained: Signal[[]] = Signal("XMLStream.on_drained")
+        self._paused = False
+        self._reading_paused = False
         self._parser = XMLStreamParser(max_element_bytes=max_element_bytes, max_depth=max_depth)
         self._queue: deque[etree._Element] = deque()
         self._waiters: deque[defer.Deferred[etree._Element]] = deque()
@@ -155,6 +169,15 @@ class XMLStream(Protocol):
         get_handle = getattr(self.transport, "getHandle", None)
         handle = get_handle() if get_handle is not None else None
         return handle if isinstance(handle, SSL.Connection) else None
+
+    @property
+    def paused(self) -> bool:
+        """True while the transport's write buffer is over its high-water mark.
+
+        Nothing is read from the peer meanwhile; writers should hold back until
+        :attr:`on_drained`.
+        """
+        return self._paused
 
     def when_lost(self) -> defer.Deferred[BaseException | None]:
         """A Deferred firing with the final reason (``None`` when clean) once disconnected."""
@@ -394,11 +417,48 @@ class XMLStream(Protocol):
         self.log.warn("refusing the peer's stream: {error}", error=error)
         self._fail(error, send=error.to_element())
 
+    # -- IPushProducer: the transport tells us when its write buffer is full ---------------
+
+    def pauseProducing(self) -> None:
+        """The transport's write buffer is over its high-water mark: stop reading.
+
+        Except during a TLS handshake: TLS holds what we wrote until the handshake is done
+        (and pauses us meanwhile), and the handshake needs the peer's answers read.
+        """
+        if self._paused or self._done:
+            return
+        self._paused = True
+        if self.tls_connection is not None and not self.tls_handshake_done:
+            return
+        self.log.debug("the peer is not reading what we write; reading paused")
+        assert self.transport is not None
+        self._reading_paused = True
+        self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def resumeProducing(self) -> None:
+        """The transport's write buffer drained: read again and let writers go on."""
+        if not self._paused or self._done:
+            return
+        self._paused = False
+        if self._reading_paused:
+            self._reading_paused = False
+            self.log.debug("write buffer drained; reading again")
+            assert self.transport is not None
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+        self.on_drained.emit()
+
+    def stopProducing(self) -> None:
+        """The transport is going away; :meth:`connectionLost` follows."""
+        self._paused = self._reading_paused = False
+
     # -- Protocol -------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
         self._connected = True
         self.last_received = self.reactor.seconds()
+        register = getattr(self.transport, "registerProducer", None)
+        if register is not None:
+            register(self, True)
         self._send_header()
 
     def dataReceived(self, data: bytes) -> None:

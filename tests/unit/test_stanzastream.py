@@ -136,14 +136,16 @@ def test_enabled_is_handled_before_an_r_in_the_same_chunk() -> None:
         f"<r xmlns='{SM}'/>"
     )
     assert enabled.result is True
+    clock.advance(0)
     (answer,) = server.received()
     assert answer.tag == f"{{{SM}}}a" and answer.get("h") == "1"
 
 
-def test_r_is_answered_at_once_with_the_inbound_count() -> None:
+def test_r_is_answered_within_the_turn_with_the_inbound_count() -> None:
     h = Harness()
     h.server.say("<message from='romeo@example.net'/><presence from='romeo@example.net/x'/>")
     h.server.say(f"<r xmlns='{SM}'/>")
+    h.turn()
     (answer,) = h.server.received()
     assert answer.get("h") == "2"
     assert h.stream.sm_inbound_ctr == 2
