@@ -297,6 +297,43 @@ async def cut_and_resume(run: Run) -> dict[str, Any]:
     return {**result, "bodies": bodies, "events": events[:2]}
 
 
+async def enqueue_while_suspended(run: Run) -> dict[str, Any]:
+    """While suspended the session stays established: enqueue queues, send does not wait,
+    and both go out, in order, after the resumption."""
+    proxy = await run.proxy()
+    juliet, romeo = run.client(port=proxy.port), run.client("romeo")
+    bodies: list[str] = []
+    all_arrived = txaio.create_future()
+
+    def received(message: Any) -> None:
+        bodies.append(str(message.body))
+        if len(bodies) == 3:
+            txaio.resolve(all_arrived, None)
+
+    async with juliet.connected(timeout=10), romeo.connected(timeout=10):
+        romeo.stream.register_message_callback("chat", None, received)
+        await juliet.send(_chat(run, romeo.local_jid, "before"))
+        suspended = juliet.on_stream_suspended.next()
+        resumed = juliet.on_stream_resumed.next()
+        proxy.refuse()  # the session stays suspended until accept_again
+        proxy.cut()
+        await suspended
+        during = {
+            "established": juliet.established,
+            "event": juliet.established_event.is_set(),
+            "suspended": juliet.suspended,
+        }
+        token = juliet.enqueue(_chat(run, romeo.local_jid, "enqueued"))
+        sending = juliet.send(_chat(run, romeo.local_jid, "sent"))
+        during["queued"] = juliet.stream.queue_length
+        proxy.accept_again()
+        await resumed
+        await token
+        await sending
+        await all_arrived
+    return {"during": during, "bodies": bodies}
+
+
 async def wrong_password(run: Run) -> dict[str, Any]:
     """Refused credentials: on_failure after one attempt, no retry loop."""
     proxy = await run.proxy()
@@ -338,6 +375,7 @@ SCENARIOS: Final[dict[str, Scenario]] = {
         send_receive,
         iq_round_trip,
         cut_and_resume,
+        enqueue_while_suspended,
         wrong_password,
         use_connected_timeout,
     )
@@ -376,6 +414,10 @@ EXPECTED: Final[dict[str, dict[str, Any]]] = {
         "connections": 2,
         "bodies": [str(n) for n in range(10)],
         "events": ["on_stream_suspended", "on_stream_resumed"],
+    },
+    "enqueue_while_suspended": {
+        "during": {"established": True, "event": True, "suspended": True, "queued": 2},
+        "bodies": ["before", "enqueued", "sent"],
     },
     "wrong_password": {
         "error": "AuthenticationFailure",

@@ -153,6 +153,8 @@ class Client:
     backoff_cap: timedelta = delegate("backoff_cap", writable=True)
     backoff_jitter: float = delegate("backoff_jitter", writable=True)
     resumption_timeout: int | None = delegate("resumption_timeout", writable=True)
+    allow_implicit_reconnect: bool = delegate("allow_implicit_reconnect", writable=True)
+    state: _core_client.ClientState = delegate("state", "Where the client is in its life cycle.")
     reactor: Any = delegate("reactor", "The Twisted reactor (on :attr:`loop`).")
 
     # -- control ------------------------------------------------------------------------------
@@ -185,11 +187,11 @@ class Client:
     # -- sending ------------------------------------------------------------------------------
 
     def enqueue(self, stanza: Stanza, **kwargs: Any) -> StanzaToken:
-        """Queue *stanza*; return its awaitable token.
+        """Queue *stanza*; return its awaitable token (queued during a suspension).
 
-        :raises ConnectionError: if the stream is not established.
+        :raises ConnectionError: if there is no session; see :meth:`txxmppnode.Client.enqueue`.
         """
-        if not self.established:
+        if not self._core._can_send():
             raise ConnectionError("the stream is not established")
         return self.stream.enqueue(stanza, **kwargs)
 
