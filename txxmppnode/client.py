@@ -345,27 +345,16 @@ class Client:
 
         In any state this ends in exactly one ``on_stopped`` (or the ``on_failure`` of an
         error that was stopping the client already), ``running`` False, no connection left
-        and no later attempt.  A second call while the first is in progress returns a
-        Deferred for the same stop; a call on a client that is not running fires at once.
+        and no later attempt (a retry scheduled before the stop opens nothing).  Until the next
+        :meth:`start`, every call returns the same Deferred, in progress or fired; a call on a
+        client never started fires at once.
         """
-        if self._stopping is not None and not self._stopping.called:
-            return self._same_stop()
+        if self._stopping is not None and (not self._stopping.called or not self.running):
+            return self._stopping
         if not self.running:
             return defer.succeed(None)
         self._stopping = defer.Deferred.fromCoroutine(self._end(None))
-        return self._same_stop()
-
-    def _same_stop(self) -> defer.Deferred[None]:
-        """A Deferred firing with the stop in progress (each caller gets its own)."""
-        assert self._stopping is not None
-        mine: defer.Deferred[None] = defer.Deferred()
-
-        def relay(result: object) -> object:
-            mine.callback(None)
-            return result
-
-        self._stopping.addBoth(relay)
-        return mine
+        return self._stopping
 
     def connected(self, **kwargs: Any) -> Any:
         """``async with client.connected(timeout=...) as stream:`` -- see UseConnected."""

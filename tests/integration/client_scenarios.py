@@ -334,6 +334,41 @@ async def enqueue_while_suspended(run: Run) -> dict[str, Any]:
     return {"during": during, "bodies": bodies}
 
 
+async def stop_racing_reset(run: Run) -> dict[str, Any]:
+    """stop() 0-7 loop turns after an RST, reconnections refused: one on_stopped, no
+    on_failure, not running, no connection left.  (That no attempt follows the stop is
+    checked by the unit tests on a task.Clock: here a TCP handshake already under way when
+    the stop began can reach the proxy after it.)"""
+    proxy = await run.proxy()
+    outcomes = []
+    for turns in range(8):
+        juliet = run.client(port=proxy.port, resource=f"race{turns}")
+        juliet.backoff_cap = timedelta(seconds=0.05)
+        events = Recorder(juliet).names
+        established = juliet.on_stream_established.next()
+        juliet.start()
+        await established
+        proxy.refuse()
+        proxy.cut()
+        for _ in range(turns):
+            await txaio.sleep(0)
+        first = juliet.stop()
+        same = juliet.stop() is first
+        await first
+        idle = await run.twisted(proxy.wait_until_idle())
+        proxy.accept_again()
+        outcomes.append(
+            {
+                "same_deferred": same,
+                "stops": events.count("on_stopped"),
+                "failures": events.count("on_failure"),
+                "running": juliet.running,
+                "idle": idle,
+            }
+        )
+    return {"outcomes": outcomes}
+
+
 async def wrong_password(run: Run) -> dict[str, Any]:
     """Refused credentials: on_failure after one attempt, no retry loop."""
     proxy = await run.proxy()
@@ -376,6 +411,7 @@ SCENARIOS: Final[dict[str, Scenario]] = {
         iq_round_trip,
         cut_and_resume,
         enqueue_while_suspended,
+        stop_racing_reset,
         wrong_password,
         use_connected_timeout,
     )
@@ -418,6 +454,18 @@ EXPECTED: Final[dict[str, dict[str, Any]]] = {
     "enqueue_while_suspended": {
         "during": {"established": True, "event": True, "suspended": True, "queued": 2},
         "bodies": ["before", "enqueued", "sent"],
+    },
+    "stop_racing_reset": {
+        "outcomes": [
+            {
+                "same_deferred": True,
+                "stops": 1,
+                "failures": 0,
+                "running": False,
+                "idle": 0,
+            }
+        ]
+        * 8
     },
     "wrong_password": {
         "error": "AuthenticationFailure",

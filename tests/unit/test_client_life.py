@@ -13,7 +13,7 @@ from txxmppnode import Message
 from txxmppnode.client import ClientState
 from txxmppnode.token import StanzaState
 
-from .client_harness import MemoryClient, established, settle
+from .client_harness import MemoryClient, Recorder, established, settle
 
 
 def chat(body: str) -> Message:
@@ -88,3 +88,71 @@ def test_established_event_is_cleared_when_the_session_is_destroyed() -> None:
     assert not client.established_event.is_set()
     with pytest.raises(ConnectionError):
         client.enqueue(chat("no session"))
+
+
+# -- 2. stop() racing a connection reset ---------------------------------------------------
+
+
+def assert_stopped_for_good(client: MemoryClient, recorder: Recorder) -> None:
+    assert recorder.names.count("on_stopped") == 1
+    assert "on_failure" not in recorder.names
+    assert not client.running and client.state is ClientState.STOPPED
+    assert client.server.xmlstream is None or not client.server.xmlstream.is_open
+    attempts = client.attempts
+    client.server.refuse_connections = False
+    client.clock.advance(3600)
+    settle(client.clock)
+    assert client.attempts == attempts, "a connection attempt after the stop"
+    assert recorder.names.count("on_stopped") == 1
+
+
+@pytest.mark.parametrize("refusing", [True, False], ids=["reconnect-refused", "reconnect-ok"])
+@pytest.mark.parametrize("turns", range(8))
+def test_stop_in_the_turns_after_a_reset_stops_for_good(turns: int, refusing: bool) -> None:
+    client, recorder = established()
+    client.server.refuse_connections = refusing
+    client.server.drop(ConnectionLost())
+    for _ in range(turns):
+        client.clock.advance(0)
+    first = client.stop()
+    second = client.stop()
+    assert second is first
+    settle(client.clock)
+    assert first.called
+    assert_stopped_for_good(client, recorder)
+
+
+@pytest.mark.parametrize("where", ["idle", "connecting", "established", "suspended", "stopped"])
+def test_stop_in_any_state_ends_in_one_on_stopped(where: str) -> None:
+    client = MemoryClient()
+    recorder = Recorder(client)
+    if where != "idle":
+        client.server.refuse_connections = where == "connecting"
+        client.start()
+        settle(client.clock)
+    if where == "suspended":
+        client.server.refuse_connections = True
+        client.server.drop(ConnectionLost())
+        settle(client.clock)
+    if where == "stopped":
+        client.stop()
+        settle(client.clock)
+    assert client.state.value == where
+    stopped = client.stop()
+    settle(client.clock)
+    assert stopped.called
+    if where == "idle":
+        assert client.state is ClientState.IDLE and recorder.names == []
+        return
+    assert_stopped_for_good(client, recorder)
+
+
+def test_stop_while_a_fatal_error_stops_the_client_returns_that_stop() -> None:
+    client, recorder = established()
+    client._end_soon(ValueError("fatal"))
+    stopping = client.stop()
+    assert client.stop() is stopping
+    settle(client.clock)
+    assert stopping.called
+    assert recorder.names[-2:] == ["on_stream_destroyed", "on_failure"]
+    assert client.state is ClientState.FAILED and not client.running

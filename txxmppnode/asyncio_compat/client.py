@@ -95,6 +95,7 @@ class Client:
             resolver=resolver,
         )
         _faces[self._core] = weakref.ref(self)
+        self._stop_future: tuple[defer.Deferred[None], asyncio.Future[None]] | None = None
         core, loop_ = self._core, self.loop
         #: The client's :class:`~txxmppnode.asyncio_compat.StanzaStream`.
         self.stream = StanzaStream._of(core.stream, loop_)
@@ -169,9 +170,15 @@ class Client:
     def stop(self) -> asyncio.Future[None]:
         """Close the stream cleanly and stop; the future is done once stopped.
 
-        Awaiting it is optional.
+        Awaiting it is optional.  A second call while the first is in progress returns the
+        same future.
         """
-        return as_future(self._core.stop(), self.loop)
+        stopping = self._core.stop()
+        if self._stop_future is not None and self._stop_future[0] is stopping:
+            return self._stop_future[1]
+        future = as_future(stopping, self.loop)
+        self._stop_future = (stopping, future)
+        return future
 
     def connected(self, **kwargs: Any) -> UseConnected:
         """``async with client.connected(timeout=...) as stream:`` -- see :class:`UseConnected`.
