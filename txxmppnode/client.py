@@ -191,6 +191,9 @@ class Client:
     :param override_peer: ``(host, port, connector)`` options tried before DNS discovery.
     :param reactor: the reactor (clock, TCP); the global one by default.
     :param resolver: the DNS resolver for discovery (an ``IResolver``).
+
+    Services (:meth:`summon`) live as long as the client object: a stop leaves them in place,
+    so a restarted client keeps the same instances, with their listeners.
     """
 
     backoff_start: timedelta = timedelta(seconds=1)
@@ -608,7 +611,6 @@ class Client:
             self.stream.destroy(failure or DestructionRequested("the client was stopped"))
         if service is not None:
             await service.stopService()
-        await self._services.shutdown_all()
         self._service = None
         self._end_reason = failure or DestructionRequested("the client was stopped")
         for waiting in list(self._waiting_sends):

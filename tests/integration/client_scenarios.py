@@ -369,6 +369,53 @@ async def stop_racing_reset(run: Run) -> dict[str, Any]:
     return {"outcomes": outcomes}
 
 
+async def presence_after_restart(run: Run) -> dict[str, Any]:
+    """The PresenceServer drives a PresenceManagedClient; the presence reaches a subscribed
+    peer again after unavailable/available and after a second ``connected()`` block."""
+    juliet = run.client(cls="PresenceManagedClient")
+    # another resource of the account: the server broadcasts juliet/node's presence to it
+    romeo = run.client("juliet", resource="observer", cls="PresenceManagedClient")
+    seen: list[str] = []
+    waiters: list[Any] = []
+
+    def received(presence: Any) -> None:
+        if str(presence.get("from", "")) == run.server.jid("juliet") + "/node":
+            seen.append(str(presence.get("type") or "available"))
+            while waiters:
+                txaio.resolve(waiters.pop(), None)
+
+    def next_presence() -> Any:
+        waiter = txaio.create_future()
+        waiters.append(waiter)
+        return waiter
+
+    service = juliet.summon(run.face.PresenceServer)
+    async with romeo.connected(timeout=10):
+        romeo.stream.register_presence_callback(None, None, received)
+        romeo.stream.register_presence_callback("unavailable", None, received)
+        coming = next_presence()
+        service.set_presence(run.face.PresenceState(True))  # starts the client
+        await coming
+        coming = next_presence()
+        stopped = juliet.on_stopped.next()
+        service.set_presence(run.face.PresenceState(False))
+        await stopped
+        await coming
+        coming = next_presence()
+        juliet.presence = run.face.PresenceState(True)
+        await coming
+        await juliet.stop()
+        coming = next_presence()
+        async with juliet.connected(timeout=10):
+            await coming
+        same = juliet.summon(run.face.PresenceServer) is service
+    # ejabberd broadcasts unavailable again when the session closes: runs count once (that we
+    # send one unavailable presence is checked by the unit tests)
+    kinds = [p for p in seen if p in ("available", "unavailable")]
+    changes = [p for i, p in enumerate(kinds) if i == 0 or kinds[i - 1] != p]
+    return {"seen": changes, "same": same}
+
+
 async def wrong_password(run: Run) -> dict[str, Any]:
     """Refused credentials: on_failure after one attempt, no retry loop."""
     proxy = await run.proxy()
@@ -412,6 +459,7 @@ SCENARIOS: Final[dict[str, Scenario]] = {
         cut_and_resume,
         enqueue_while_suspended,
         stop_racing_reset,
+        presence_after_restart,
         wrong_password,
         use_connected_timeout,
     )
@@ -466,6 +514,10 @@ EXPECTED: Final[dict[str, dict[str, Any]]] = {
             }
         ]
         * 8
+    },
+    "presence_after_restart": {
+        "seen": ["available", "unavailable"] * 3,
+        "same": True,
     },
     "wrong_password": {
         "error": "AuthenticationFailure",

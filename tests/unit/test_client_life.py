@@ -7,10 +7,13 @@ the injected :class:`~twisted.internet.task.Clock`.
 from __future__ import annotations
 
 import pytest
+from lxml import etree
 from twisted.internet.error import ConnectionLost
 
 from txxmppnode import Message
 from txxmppnode.client import ClientState
+from txxmppnode.presence import PresenceManagedClient, PresenceServer
+from txxmppnode.presence_state import PresenceState
 from txxmppnode.token import StanzaState
 
 from .client_harness import MemoryClient, Recorder, established, settle
@@ -156,3 +159,55 @@ def test_stop_while_a_fatal_error_stops_the_client_returns_that_stop() -> None:
     assert stopping.called
     assert recorder.names[-2:] == ["on_stream_destroyed", "on_failure"]
     assert client.state is ClientState.FAILED and not client.running
+
+
+# -- 3. and 4. presence: the PresenceServer drives the client; services outlive a stop -------
+
+
+def presences(client: MemoryClient) -> list[str]:
+    return [
+        str(element.get("type", "available"))
+        for _, element in client.server.stanzas
+        if etree.QName(element).localname == "presence"
+    ]
+
+
+def managed() -> tuple[MemoryClient, PresenceServer]:
+    class ManagedMemoryClient(MemoryClient, PresenceManagedClient):
+        pass
+
+    client = ManagedMemoryClient()
+    return client, client.summon(PresenceServer)
+
+
+def test_presence_server_drives_the_presence_managed_client() -> None:
+    client, server = managed()
+    server.set_presence(PresenceState(True))
+    assert client.running
+    settle(client.clock)
+    assert client.established and presences(client) == ["available"]
+    server.set_presence(PresenceState(False))
+    settle(client.clock)
+    assert not client.running
+    assert presences(client) == ["available", "unavailable"]  # sent once, before the stop
+
+
+def test_presence_is_sent_again_after_a_restart_by_the_same_service() -> None:
+    client, server = managed()
+    sent: list[str] = []
+    client.on_presence_sent.connect(lambda: sent.append("sent"))
+    client.presence = PresenceState(True)
+    settle(client.clock)
+    client.presence = PresenceState(False)
+    settle(client.clock)
+    client.presence = PresenceState(True)
+    settle(client.clock)
+    assert client.summon(PresenceServer) is server
+    assert presences(client) == ["available", "unavailable", "available"]
+    assert sent == ["sent", "sent"]
+    client.stop()
+    settle(client.clock)
+    client.start()  # a stop and start keep the presence (and the service)
+    settle(client.clock)
+    assert presences(client)[-1] == "available"
+    assert client.summon(PresenceServer) is server
