@@ -211,3 +211,44 @@ def test_presence_is_sent_again_after_a_restart_by_the_same_service() -> None:
     settle(client.clock)
     assert presences(client)[-1] == "available"
     assert client.summon(PresenceServer) is server
+
+
+# -- 5. send() from a before_stream_established listener -----------------------------------
+
+
+def test_a_before_stream_established_listener_awaiting_send_does_not_deadlock() -> None:
+    client = MemoryClient()
+    recorder = Recorder(client)
+    outcome: list[str] = []
+
+    async def prepare() -> None:
+        await client.send(chat("from the listener"))
+        outcome.append("sent")
+
+    client.before_stream_established.connect(prepare)
+    client.start()
+    settle(client.clock)
+    assert outcome == ["sent"]
+    assert client.established and "on_stream_established" in recorder.names
+    assert client.server.bodies() == ["from the listener"]
+    assert client.server.stanzas[0][0] == 1  # on the new stream
+
+
+# -- the state table -----------------------------------------------------------------------
+
+
+def test_the_transition_table_covers_every_pair() -> None:
+    from txxmppnode.client import TRANSITIONS, ClientInput
+
+    assert set(TRANSITIONS) == {(s, i) for s in ClientState for i in ClientInput}
+    running = {ClientState.CONNECTING, ClientState.ESTABLISHED, ClientState.SUSPENDED}
+    for (state, event), after in TRANSITIONS.items():
+        if event is ClientInput.STOP or event is ClientInput.FATAL:
+            assert after is (ClientState.STOPPING if state in running else state)
+        if event is ClientInput.START:
+            stopped = (ClientState.IDLE, ClientState.STOPPED, ClientState.FAILED)
+            assert after is (ClientState.CONNECTING if state in stopped else state)
+        if state is ClientState.STOPPING:
+            assert after is (ClientState.STOPPED if event is ClientInput.ENDED else state)
+        if event is ClientInput.RETRY:
+            assert after is state  # a retry timer never changes the state
