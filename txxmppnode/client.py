@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import enum
 import random
+import warnings
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Final, TypeVar
@@ -621,3 +622,11 @@ class Client:
             self.on_stopped.emit()
         else:
             self.on_failure.emit(failure)
+
+
+def __getattr__(name: str) -> Any:
+    """``AbstractClient``: the deprecated alias of :class:`Client` (with a warning)."""
+    if name == "AbstractClient":
+        warnings.warn("AbstractClient is deprecated: use Client", DeprecationWarning, stacklevel=2)
+        return Client
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

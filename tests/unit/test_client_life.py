@@ -252,3 +252,52 @@ def test_the_transition_table_covers_every_pair() -> None:
             assert after is (ClientState.STOPPED if event is ClientInput.ENDED else state)
         if event is ClientInput.RETRY:
             assert after is state  # a retry timer never changes the state
+
+
+# -- 6. names of the spec ------------------------------------------------------------------
+
+
+def test_without_implicit_reconnect_a_lost_session_stops_with_an_error() -> None:
+    client, recorder = established()
+    client.allow_implicit_reconnect = False
+    client.server.refuse_resumption = True
+    client.server.drop(ConnectionLost())
+    settle(client.clock)
+    assert recorder.names[-2:] == ["on_stream_destroyed", "on_failure"]
+    assert client.state is ClientState.FAILED
+    assert client.server.connections == 2  # the resumption was tried, no new session bound
+
+
+def test_abstract_client_is_a_deprecated_alias() -> None:
+    import txxmppnode.client
+
+    with pytest.warns(DeprecationWarning, match="AbstractClient"):
+        assert txxmppnode.client.AbstractClient is txxmppnode.client.Client
+
+
+def test_use_connected_timeout_and_presence_are_writable_with_a_warning() -> None:
+    from txxmppnode.use_connected import UseConnected
+
+    use = UseConnected(MemoryClient(), presence=PresenceState(False))
+    with pytest.warns(DeprecationWarning):
+        use.timeout = 5
+    with pytest.warns(DeprecationWarning):
+        use.presence = PresenceState(True)
+    with pytest.warns(DeprecationWarning):
+        assert use.timeout == 5 and use.presence == PresenceState(True)
+
+
+def test_stream_features_answer_feature_queries() -> None:
+    client, _ = established()
+    features = client.stream_features
+    assert features is not None
+
+    class Bind:
+        TAG = ("urn:ietf:params:xml:ns:xmpp-bind", "bind")
+
+    assert features.has_feature(Bind) and Bind in features
+    assert "{urn:xmpp:sm:3}sm" in features
+    assert "{urn:ietf:params:xml:ns:xmpp-session}session" not in features
+    assert features.find("{urn:xmpp:sm:3}sm") is not None  # still the element's methods
+    with pytest.raises(KeyError):
+        features["{urn:ietf:params:xml:ns:xmpp-session}session"]

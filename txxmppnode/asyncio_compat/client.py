@@ -26,7 +26,6 @@ from datetime import timedelta
 from inspect import isawaitable
 from typing import Any, ClassVar, TypeVar
 
-from lxml import etree
 from twisted.internet import defer, interfaces
 
 from .. import client as _core_client
@@ -34,6 +33,7 @@ from .. import presence as _core_presence
 from .. import service as _core_service
 from .. import use_connected as _core_use_connected
 from ..connect import PeerOption
+from ..features import StreamFeatures
 from ..jid import JID
 from ..presence_state import PresenceState
 from ..security_layer import SecurityLayer
@@ -141,7 +141,7 @@ class Client:
     )
     established: bool = delegate("established", "True while the stream is bound and usable.")
     suspended: bool = delegate("suspended", "True between a connection loss and what follows it.")
-    stream_features: etree._Element | None = delegate(
+    stream_features: StreamFeatures | None = delegate(
         "stream_features", "The stream features before binding."
     )
     security_layer: SecurityLayer = delegate("security_layer", writable=True)
