@@ -39,6 +39,8 @@ class MessageType(enum.Enum):
     HEADLINE = "headline"
     NORMAL = "normal"
 
+    __hash__ = object.__hash__  # singletons: by identity, in C (Enum hashes the name in Python)
+
 
 class PresenceType(enum.Enum):
     """The ``type`` of a presence (RFC 6121 §4.7.1); absent (``AVAILABLE``, value ``None``)."""
@@ -52,6 +54,8 @@ class PresenceType(enum.Enum):
     UNSUBSCRIBE = "unsubscribe"
     UNSUBSCRIBED = "unsubscribed"
 
+    __hash__ = object.__hash__  # singletons: by identity, in C (Enum hashes the name in Python)
+
 
 class PresenceShow(enum.Enum):
     """The ``<show/>`` of an available presence (RFC 6121 §4.7.2.1); ``NONE`` means online."""
@@ -62,6 +66,8 @@ class PresenceShow(enum.Enum):
     DND = "dnd"
     XA = "xa"
 
+    __hash__ = object.__hash__  # singletons: by identity, in C (Enum hashes the name in Python)
+
 
 class IQType(enum.Enum):
     """The ``type`` of an IQ (RFC 6120 §8.2.3)."""
@@ -70,6 +76,8 @@ class IQType(enum.Enum):
     SET = "set"
     RESULT = "result"
     ERROR = "error"
+
+    __hash__ = object.__hash__  # singletons: by identity, in C (Enum hashes the name in Python)
 
     @property
     def is_request(self) -> bool:

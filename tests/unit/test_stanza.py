@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import enum
+import pickle
 import re
 from collections.abc import Iterator
 
@@ -224,3 +227,12 @@ def test_registered_payload_classes_are_built_by_the_parser() -> None:
 
     with pytest.raises(ValueError, match="already registered to Ping"):
         register_element_class(OtherPing)
+
+
+@pytest.mark.parametrize("member", [*MessageType, *PresenceType, *PresenceShow, *IQType])
+def test_enum_members_hash_consistently_after_pickling_and_copying(member: enum.Enum) -> None:
+    # The members hash by identity; pickling and copying give back the same member.
+    table = {member: "found"}
+    assert table[pickle.loads(pickle.dumps(member))] == "found"
+    assert table[copy.deepcopy(member)] == "found"
+    assert table[type(member)(member.value)] == "found"
