@@ -1,9 +1,12 @@
 """Receive and send paths side by side: lxml floor, twisted.words, slixmpp and txxmppnode.
 
 Run ``make bench-compare`` (or ``.venv/bin/python benchmarks/compare.py``).  One run prints one
-table.  Each library runs in a process of its own (this script started again with ``--child``),
-so no library's imports, caches or garbage weigh on another's figures; each process runs one
-warm-up round and then five measured rounds of each path, and the table shows the median.
+table.  Each library runs in processes of its own (this script started again with
+``--child``), so no library's imports, caches or garbage weigh on another's figures.  A child
+process runs one warm-up round and one measured round of each path; the libraries take turns,
+one child each per turn, for five turns, and the table shows the median of the five.  Taking
+turns spreads whatever else the machine is doing over all the columns alike, where measuring
+one library after the other would charge it to whichever ran at the time.
 
 receive
     The 20,000 stanzas of ``benchmarks/parse.py`` in 4 KiB chunks through the whole receive
@@ -105,8 +108,7 @@ def _version(library: str) -> str:
 
 def _run_child(library: str, args: argparse.Namespace) -> dict[str, list[float]]:
     command = [sys.executable, __file__, "--child", library]
-    command += ["--stanzas", str(args.stanzas), "--chunk", str(args.chunk)]
-    command += ["--rounds", str(args.rounds)]
+    command += ["--stanzas", str(args.stanzas), "--chunk", str(args.chunk), "--rounds", "1"]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     result: dict[str, list[float]] = json.loads(output.strip().splitlines()[-1])
     return result
@@ -128,13 +130,18 @@ def main() -> None:
 
     libraries = args.only or LIBRARIES
     print(
-        f"{args.stanzas} stanzas, 11 handlers, median of {args.rounds} rounds (after one"
-        " warm-up), each library in its own process; stanzas/s"
+        f"{args.stanzas} stanzas, 11 handlers, median of {args.rounds} rounds, each round of"
+        " each library in a process of its own (after a warm-up round); stanzas/s"
     )
-    rates: dict[str, dict[str, float]] = {}
-    for library in libraries:
-        seconds = _run_child(library, args)
-        rates[library] = {path: args.stanzas / statistics.median(s) for path, s in seconds.items()}
+    seconds: dict[str, dict[str, list[float]]] = {library: {} for library in libraries}
+    for _ in range(args.rounds):
+        for library in libraries:
+            for path, measured in _run_child(library, args).items():
+                seconds[library].setdefault(path, []).extend(measured)
+    rates = {
+        library: {path: args.stanzas / statistics.median(s) for path, s in paths.items()}
+        for library, paths in seconds.items()
+    }
     header = f"{'path':8}" + "".join(f"{f'{lib} {_version(lib)}':>26}" for lib in libraries)
     print(header)
     for path in ("receive", "send"):
