@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck docs pytest system-deps bench-parse bench-dispatch bench-send \
+.PHONY: run test lint typecheck docs pytest system-deps bench-parse bench-dispatch bench-send bench-compare \
 	bench-connect bench-resume bench-memory bench-scram bench-floods clean
 
 test: system-deps $(VENV)/.installed lint typecheck docs pytest
@@ -43,6 +43,10 @@ bench-dispatch: $(VENV)/.installed
 
 bench-send: $(VENV)/.installed
 	$(BIN)/python benchmarks/send.py
+
+# Receive and send paths in one table: lxml floor, twisted.words, slixmpp, txxmppnode.
+bench-compare: $(VENV)/.installed
+	$(BIN)/python benchmarks/compare.py
 
 # Against a local Prosody; AIOXMPP_PYTHON=... adds aioxmpp (see benchmarks/connect.py).
 bench-connect: system-deps $(VENV)/.installed
