@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck docs pytest system-deps bench-parse bench-dispatch bench-send \
-	bench-connect bench-resume bench-memory bench-adversarial clean
+.PHONY: run test lint typecheck docs pytest system-deps bench-parse bench-dispatch bench-send bench-compare \
+	bench-connect bench-resume bench-memory bench-scram bench-floods bench-adversarial clean
 
 test: system-deps $(VENV)/.installed lint typecheck docs pytest
 
@@ -48,6 +48,10 @@ bench-dispatch: $(VENV)/.installed
 bench-send: $(VENV)/.installed
 	$(BIN)/python benchmarks/send.py
 
+# Receive and send paths in one table: lxml floor, twisted.words, slixmpp, txxmppnode.
+bench-compare: $(VENV)/.installed
+	$(BIN)/python benchmarks/compare.py
+
 # Against a local Prosody; AIOXMPP_PYTHON=... adds aioxmpp (see benchmarks/connect.py).
 bench-connect: system-deps $(VENV)/.installed
 	$(BIN)/python benchmarks/connect.py
@@ -58,6 +62,14 @@ bench-resume: system-deps $(VENV)/.installed
 
 bench-memory: system-deps $(VENV)/.installed
 	$(BIN)/python benchmarks/memory.py
+
+# In-process SCRAM server: the reactor's stall while one connection derives its key.
+bench-scram: $(VENV)/.installed
+	$(BIN)/python benchmarks/scram_stall.py
+
+# Hostile servers on 127.0.0.1: the client's memory under floods (before/after: see the script).
+bench-floods: $(VENV)/.installed
+	$(BIN)/python benchmarks/floods.py
 
 clean:
 	rm -rf $(VENV) docs/_build build *.egg-info

@@ -1,5 +1,11 @@
 """Sphinx configuration for the txxmppnode documentation."""
 
+import sys
+from pathlib import Path
+
+# document the package of this checkout, whatever copy the environment has installed
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 project = "txxmppnode"
 copyright = "2026, the txxmppnode authors"
 author = "the txxmppnode authors"

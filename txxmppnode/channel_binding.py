@@ -10,12 +10,16 @@ features arrive).  The types, each only where it is defined:
     like an empty one, RFC 8446 §7.5).  RFC 9266 also allows it on TLS 1.2 with the extended
     master secret (RFC 7627), which pyOpenSSL cannot report, so it is not offered there.
 ``tls-unique`` (RFC 5929 §3)
-    TLS 1.2 and below only (RFC 9266 §3 leaves it undefined for TLS 1.3): the first Finished
-    message of the latest handshake, the client's (ours) in a full handshake and the server's
-    in an abbreviated (resumed) one.  Whether the session was resumed comes from
-    ``Connection.session_reused()`` where pyOpenSSL has it; releases without it (up to 26.4 at
-    least) expose ``SSL_session_reused`` only through their private ``OpenSSL._util.lib``, used
-    as a fallback.  If neither answers, ``tls-unique`` is not offered rather than guessed.
+    On TLS 1.2 and below: the first Finished message of the latest handshake, the client's
+    (ours) in a full handshake and the server's in an abbreviated (resumed) one.
+    RFC 9266 §3 leaves it undefined for TLS 1.3, but servers that predate RFC 9266 and offer
+    ``-PLUS`` on TLS 1.3 anyway (ejabberd up to 23.01, the Debian 12 package) compute it
+    there from the client's Finished message, the one they verify; that value is offered on
+    TLS 1.3 too, and :func:`txxmppnode.sasl.binding_types` decides when it may be used.
+    Whether a TLS 1.2 session was resumed comes from ``Connection.session_reused()`` where
+    pyOpenSSL has it; releases without it (up to 26.4 at least) expose ``SSL_session_reused``
+    only through their private ``OpenSSL._util.lib``, used as a fallback.  If neither
+    answers, ``tls-unique`` is not offered rather than guessed.
 ``tls-server-end-point`` (RFC 5929 §4)
     Any TLS version: the hash of the server certificate's DER encoding, with the hash function
     of the certificate's signature algorithm (MD5 and SHA-1 replaced by SHA-256).  Certificates
@@ -110,6 +114,11 @@ def channel_bindings(connection: SSL.Connection) -> dict[str, bytes]:
         bindings[TLS_EXPORTER] = connection.export_keying_material(
             EXPORTER_LABEL, EXPORTER_LENGTH, None
         )
+        # in TLS 1.3 the client's Finished always comes last, and there is no abbreviated
+        # handshake that would swap the roles as in TLS 1.2
+        finished = connection.get_finished()
+        if finished:
+            bindings[TLS_UNIQUE] = finished
     elif version in _TLS_UP_TO_12:
         unique = _tls_unique(connection)
         if unique:

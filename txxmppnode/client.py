@@ -21,7 +21,10 @@ What stops the client and what is retried is decided by type
   ``host-unknown``, ``host-gone``, ``improper-addressing``, ``invalid-from`` or
   ``not-authorized`` stream errors, XMPP disabled for the domain (SRV ``.``);
 * **reconnect with back-off**: network errors, timeouts, the connection closed without a
-  footer, other stream errors (``system-shutdown``, ``reset``, ...);
+  footer, other stream errors (``system-shutdown``, ``reset``, ..., and those we send when we
+  refuse the server's input), plaintext after ``<proceed/>``
+  (:class:`~txxmppnode.errors.STARTTLSInjection`), a ``<resumed/>`` acknowledging more than
+  we sent (the session is then destroyed and a fresh one started);
 * **reconnect to the host named**: ``see-other-host`` (followed within the attempt).
 
 Signals, in order:
@@ -32,14 +35,35 @@ Signals, in order:
   ``before_stream_established`` and ``on_stream_established`` on the new session;
 * end of a run: exactly one of ``on_stopped`` (after :meth:`Client.stop`) or
   ``on_failure(err)``, preceded by ``on_stream_destroyed`` if a session existed.
+
+States
+------
+
+The life cycle is one :class:`ClientState`, changed only through :data:`TRANSITIONS` (one
+entry per state and :class:`ClientInput`); ``running``, ``established`` and ``suspended`` are
+read from it::
+
+    IDLE ─start─▶ CONNECTING ─established─▶ ESTABLISHED ─lost─▶ SUSPENDED ─resumed─▶ ESTABLISHED
+                     ▲                                              │
+                     └─────────────────destroyed────────────────────┘
+    CONNECTING, ESTABLISHED, SUSPENDED ─stop / fatal─▶ STOPPING ─ended─▶ STOPPED or FAILED
+    STOPPED, FAILED ─start─▶ CONNECTING
+
+A suspension is transparent: the session (and ``established_event``) outlives the connection,
+:meth:`Client.enqueue` queues and :meth:`Client.send` does not wait; the stanzas go out in order
+after the resumption, or follow the resend policy if the session is destroyed.  A connection
+attempt whose turn comes outside CONNECTING and SUSPENDED (a retry scheduled before a stop)
+opens nothing.
 """
 
 from __future__ import annotations
 
+import enum
 import random
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from lxml import etree
 from twisted.application.internet import ClientService
@@ -52,7 +76,9 @@ from zope.interface import implementer
 from . import namespaces
 from .connect import PeerOption, connect_xmlstream, split_host_port
 from .connector import STARTTLSConnector
+from .deadline import Deadline
 from .errors import DestructionRequested, FatalError
+from .features import StreamFeatures
 from .jid import JID
 from .negotiation import bind_resource
 from .security_layer import SecurityLayer
@@ -65,6 +91,73 @@ from .xmlstream import XMLStream
 
 S = TypeVar("S", bound=Service)
 _SM_FEATURE = f"{{{namespaces.STREAM_MANAGEMENT}}}sm"
+
+
+class ClientState(enum.Enum):
+    """Where a :class:`Client` is in its life cycle."""
+
+    #: constructed, never started
+    IDLE = "idle"
+    #: running without a session: connection attempts until one binds a resource
+    CONNECTING = "connecting"
+    #: a session on a live connection
+    ESTABLISHED = "established"
+    #: a session whose connection was lost: attempts to resume it
+    SUSPENDED = "suspended"
+    #: :meth:`Client.stop` or a fatal error: closing the stream, stopping the attempts
+    STOPPING = "stopping"
+    #: stopped after :meth:`Client.stop` (``on_stopped``)
+    STOPPED = "stopped"
+    #: stopped after a fatal error (``on_failure``)
+    FAILED = "failed"
+
+
+class ClientInput(enum.Enum):
+    """What changes a :class:`Client`'s state."""
+
+    START = "start"
+    STOP = "stop"
+    #: a resource was bound and ``before_stream_established`` ran: a new session
+    ESTABLISHED = "established"
+    #: the connection of the session was lost
+    LOST = "lost"
+    #: the session was resumed on a new connection
+    RESUMED = "resumed"
+    #: the session was destroyed (resumption refused or impossible)
+    DESTROYED = "destroyed"
+    #: an error that stops the client (``on_failure``)
+    FATAL = "fatal"
+    #: the retry timer: a connection attempt starts
+    RETRY = "retry"
+    #: the stop finished (stream closed, attempts stopped)
+    ENDED = "ended"
+
+
+_St, _In = ClientState, ClientInput
+_RUNNING: Final = frozenset({_St.CONNECTING, _St.ESTABLISHED, _St.SUSPENDED})
+
+
+def _table() -> dict[tuple[ClientState, ClientInput], ClientState]:
+    table = {(state, event): state for state in _St for event in _In}  # default: ignored
+    for state in (_St.IDLE, _St.STOPPED, _St.FAILED):
+        table[state, _In.START] = _St.CONNECTING
+    for state in _RUNNING:
+        table[state, _In.STOP] = _St.STOPPING
+        table[state, _In.FATAL] = _St.STOPPING
+    table[_St.CONNECTING, _In.ESTABLISHED] = _St.ESTABLISHED
+    table[_St.ESTABLISHED, _In.LOST] = _St.SUSPENDED
+    table[_St.SUSPENDED, _In.RESUMED] = _St.ESTABLISHED
+    table[_St.SUSPENDED, _In.ESTABLISHED] = _St.ESTABLISHED  # destroyed and bound anew
+    table[_St.SUSPENDED, _In.DESTROYED] = _St.CONNECTING
+    table[_St.ESTABLISHED, _In.DESTROYED] = _St.CONNECTING
+    table[_St.STOPPING, _In.ENDED] = _St.STOPPED
+    return table
+
+
+#: The client's one state table: (state, input) → next state, for every pair.  A pair that
+#: maps a state to itself is ignored (a retry timer in CONNECTING, a loss while STOPPING, ...).
+#: ``ENDED`` in STOPPING leads to STOPPED, or to FAILED when the stop was caused by an error.
+TRANSITIONS: Final[Mapping[tuple[ClientState, ClientInput], ClientState]] = _table()
 
 
 class _SessionHandle(protocol.Protocol):
@@ -87,12 +180,21 @@ class Client:
 
     :param local_jid: the account (with a resource, to ask for that resource).
     :param security_layer: from :func:`~txxmppnode.security_layer.make`.
-    :param negotiation_timeout: bound of the TCP connection and of each negotiation step.
+    :param negotiation_timeout: bound of each step of a connection: the TCP connection (name
+        resolution included), STARTTLS, the TLS handshake, each SASL round, resource binding,
+        the legacy session, ``<enable/>`` and ``<resume/>``.  Each step's deadline is fixed
+        when it starts; nothing the server sends meanwhile extends it.  A step that overruns
+        fails the attempt with :class:`TimeoutError`, which is retried like a network error
+        (an unanswered ``<resume/>`` gives the session up first: see
+        :meth:`StanzaStream.resume`).
     :param max_initial_attempts: connection attempts before the first success counts as a
         failure (``None``: unbounded).
     :param override_peer: ``(host, port, connector)`` options tried before DNS discovery.
     :param reactor: the reactor (clock, TCP); the global one by default.
     :param resolver: the DNS resolver for discovery (an ``IResolver``).
+
+    Services (:meth:`summon`) live as long as the client object: a stop leaves them in place,
+    so a restarted client keeps the same instances, with their listeners.
     """
 
     backoff_start: timedelta = timedelta(seconds=1)
@@ -103,6 +205,10 @@ class Client:
     #: Seconds the server should keep the session after a fault (XEP-0198 ``max``); ``None``
     #: leaves it to the server, 0 asks for stream management without resumption.
     resumption_timeout: int | None = None
+    #: After a session is lost (not resumable, or its resumption refused): True binds a new
+    #: session (``on_stream_destroyed`` then ``on_stream_established``); False stops the
+    #: client with ``on_failure`` (a :class:`ConnectionError`) instead.
+    allow_implicit_reconnect: bool = True
 
     def __init__(
         self,
@@ -130,7 +236,8 @@ class Client:
         self.resolver = resolver
         self.logger = logger or Logger(namespace="txxmppnode.client")
         self.stream = StanzaStream(self._local_jid.bare(), reactor=reactor, logger=self.logger)
-        self.stream_features: etree._Element | None = None
+        #: The features of the latest stream, before binding (``None`` before the first).
+        self.stream_features: StreamFeatures | None = None
         self.established_event = Event()
 
         self.on_failure: Signal[[BaseException]] = Signal("Client.on_failure")
@@ -155,12 +262,13 @@ class Client:
         # send() calls waiting for the stream; they fail when the run ends instead of hanging
         self._waiting_sends: list[defer.Deferred[None]] = []
         self._end_reason: BaseException | None = None
+        self._state = ClientState.IDLE
+        self._failure: BaseException | None = None  # why the client is stopping, if an error
+        self._stopping: defer.Deferred[None] | None = None  # the one stop in progress
         self._service: ClientService | None = None
         self._xmlstream: XMLStream | None = None
-        self._suspended = False
-        self._session = False  # a session exists (established or suspended)
         self._just_dropped = False
-        self._ending = False
+        self._session_to_destroy = False  # STOPPING: a session is left for _end to destroy
         self.stream.on_connection_lost.connect(self._on_connection_lost)
         self.stream.on_stream_destroyed.connect(self._on_stream_destroyed)
 
@@ -172,19 +280,44 @@ class Client:
         return self._local_jid
 
     @property
+    def state(self) -> ClientState:
+        """Where the client is in its life cycle (see the module documentation)."""
+        return self._state
+
+    @property
     def running(self) -> bool:
-        """True from :meth:`start` until the client stopped or failed."""
-        return self._service is not None
+        """True from :meth:`start` until the client stopped or failed (STOPPING included)."""
+        return self._state in _RUNNING or self._state is ClientState.STOPPING
 
     @property
     def established(self) -> bool:
-        """True while the stream is bound and usable."""
-        return self.established_event.is_set()
+        """True while a session exists: from resource binding until it is destroyed, through
+        suspensions (``established_event`` is set exactly then)."""
+        return self._state in (ClientState.ESTABLISHED, ClientState.SUSPENDED)
 
     @property
     def suspended(self) -> bool:
         """True between a connection loss and the resumption or destruction that follows."""
-        return self._suspended
+        return self._state is ClientState.SUSPENDED
+
+    def _input(self, event: ClientInput) -> ClientState:
+        """Apply *event* through :data:`TRANSITIONS`; keep ``established_event`` in step."""
+        before = self._state
+        after = TRANSITIONS[before, event]
+        if after is ClientState.STOPPED and self._failure is not None:
+            after = ClientState.FAILED
+        if after is not before:
+            self.logger.debug("{before} --{event}--> {after}", before=before.value,
+                              event=event.value, after=after.value)  # fmt: skip
+        if after is ClientState.STOPPING and before is not after:
+            self._session_to_destroy = before in (ClientState.ESTABLISHED, ClientState.SUSPENDED)
+        self._state = after
+        if self.established:
+            if not self.established_event.is_set():
+                self.established_event.set()
+        else:
+            self.established_event.clear()
+        return after
 
     # -- control --------------------------------------------------------------------------
 
@@ -195,7 +328,9 @@ class Client:
         """
         if self.running:
             raise RuntimeError("the client is already running")
-        self._ending = False
+        self._input(ClientInput.START)
+        self._failure = None
+        self._stopping = None
         self._end_reason = None
         self._just_dropped = False
         self._service = ClientService(
@@ -210,10 +345,20 @@ class Client:
         first.addErrback(self._initial_attempts_failed)
 
     def stop(self) -> defer.Deferred[None]:
-        """Close the stream cleanly and stop; fires when stopped (``on_stopped`` emitted)."""
-        if not self.running or self._ending:
+        """Close the stream cleanly and stop; fires when stopped (``on_stopped`` emitted).
+
+        In any state this ends in exactly one ``on_stopped`` (or the ``on_failure`` of an
+        error that was stopping the client already), ``running`` False, no connection left
+        and no later attempt (a retry scheduled before the stop opens nothing).  Until the next
+        :meth:`start`, every call returns the same Deferred, in progress or fired; a call on a
+        client never started fires at once.
+        """
+        if self._stopping is not None and (not self._stopping.called or not self.running):
+            return self._stopping
+        if not self.running:
             return defer.succeed(None)
-        return defer.Deferred.fromCoroutine(self._end(None))
+        self._stopping = defer.Deferred.fromCoroutine(self._end(None))
+        return self._stopping
 
     def connected(self, **kwargs: Any) -> Any:
         """``async with client.connected(timeout=...) as stream:`` -- see UseConnected."""
@@ -227,30 +372,54 @@ class Client:
         """The instance of service *class_*, summoned (with its dependencies) if needed."""
         return self._services.summon(class_)
 
+    def _can_send(self) -> bool:
+        """A session exists, or one is being set up on a live stream (the phase of
+        ``before_stream_established``, whose listeners may send on the new stream)."""
+        return self.established or (self._state in _RUNNING and self.stream.running)
+
     # -- sending --------------------------------------------------------------------------
 
     def enqueue(self, stanza: Stanza, **kwargs: Any) -> StanzaToken:
         """Queue *stanza*; see :meth:`StanzaStream.enqueue`.
 
-        :raises ConnectionError: if the stream is not established.
+        During a suspension the stanza is queued: it goes out, in order, after the
+        resumption (or follows the resend policy if the session is destroyed).
+
+        :raises ConnectionError: if there is no session (before resource binding or after it
+            was destroyed); nothing is queued.
         """
-        if not self.established:
+        if not self._can_send():
             raise ConnectionError("the stream is not established")
         return self.stream.enqueue(stanza, **kwargs)
 
     def send(self, stanza: Stanza, *, timeout: float | None = None, cb: Any = None) -> Any:
         """Send *stanza* once the stream is established; see :meth:`StanzaStream.send`.
 
-        While the stream is not established this waits for it; if the client stops or fails
-        first, it fails with :class:`~txxmppnode.errors.DestructionRequested` or the failure.
+        While there is no session this waits for one (a suspension does not count: the
+        stanza is queued for the resumption; from a ``before_stream_established`` listener it
+        goes out on the new stream); if the client stops or fails first, it fails with
+        :class:`~txxmppnode.errors.DestructionRequested` or the failure.
+
+        :param timeout: seconds from this call, waiting for the stream included, until the
+            response to an IQ request -- or, for a message or a presence (an extension of the
+            reference API, where *timeout* concerns IQ responses only), until the server
+            acknowledged it (stream management) or it was written (without).  Then it fails
+            with :class:`TimeoutError`: a stanza not written yet is withdrawn and never sent;
+            one written already may still arrive.
+        :raises QueueFull: ``stream.max_unacked`` stanzas are held already; nothing is queued.
         """
+        deadline = Deadline(self.reactor, timeout, "sending the stanza")
 
         async def send_when_ready() -> Any:
-            if not self.established:
+            if not self._can_send():
                 ready = self.established_event.wait()
                 self._waiting_sends.append(ready)
                 try:
-                    await ready
+                    await deadline.wait(ready)
+                except TimeoutError:
+                    raise TimeoutError(
+                        f"the stream was not established within {timeout:g}s; nothing was sent"
+                    ) from None
                 except defer.CancelledError:
                     if self._end_reason is None:
                         raise
@@ -258,7 +427,7 @@ class Client:
                 finally:
                     if ready in self._waiting_sends:
                         self._waiting_sends.remove(ready)
-            return await self.stream.send(stanza, timeout=timeout, cb=cb)
+            return await self.stream.send(stanza, timeout=deadline.remaining(), cb=cb)
 
         return defer.Deferred.fromCoroutine(send_when_ready())
 
@@ -268,7 +437,7 @@ class Client:
         """The back-off before attempt *failed_attempts* + 1 (0 right after a drop)."""
         step = failed_attempts - 1 if self._just_dropped else failed_attempts
         if step <= 0:
-            if not self._ending:
+            if self._state in _RUNNING:
                 self.on_retry_scheduled.emit(0.0)
             return 0.0
         delay = min(
@@ -278,36 +447,48 @@ class Client:
         if self.backoff_jitter:
             delay += delay * self.backoff_jitter * random.random()
         self.logger.info("reconnecting in {delay:.2f}s", delay=delay)
-        if not self._ending:
+        if self._state in _RUNNING:
             self.on_retry_scheduled.emit(delay)
         return delay
 
     def _peer_options(self) -> list[PeerOption]:
         options = list(self.override_peer)
         location = self.stream.sm_location
-        if self._suspended and self.stream.sm_resumable and location:
+        if self.suspended and self.stream.sm_resumable and location:
             host, port = split_host_port(location, 5222)
             options.insert(0, (host, port, STARTTLSConnector()))
         return options
 
+    async def _open_stream(self) -> tuple[XMLStream, etree._Element]:
+        """An authenticated XML stream and its features (:func:`connect_xmlstream`)."""
+        _, xmlstream, features = await connect_xmlstream(
+            self._local_jid.bare(),
+            self.security_layer,
+            negotiation_timeout=self.negotiation_timeout.total_seconds(),
+            override_peer=self._peer_options(),
+            reactor=self.reactor,
+            logger=self.logger,
+            resolver=self.resolver,
+        )
+        return xmlstream, features
+
     async def _connect(self, factory: interfaces.IProtocolFactory) -> protocol.Protocol:
+        self._input(ClientInput.RETRY)
+        if self._state not in (ClientState.CONNECTING, ClientState.SUSPENDED):
+            # a retry that was due when the client began to stop: open nothing
+            raise defer.CancelledError("the client is stopping")
         self.on_connecting.emit()
         try:
-            _, xmlstream, features = await connect_xmlstream(
-                self._local_jid.bare(),
-                self.security_layer,
-                negotiation_timeout=self.negotiation_timeout.total_seconds(),
-                override_peer=self._peer_options(),
-                reactor=self.reactor,
-                logger=self.logger,
-                resolver=self.resolver,
-            )
+            xmlstream, features = await self._open_stream()
         except Exception as exc:
             self.on_connect_failed.emit(exc)
             self._maybe_fatal(exc)
             raise
+        if self._state not in (ClientState.CONNECTING, ClientState.SUSPENDED):
+            xmlstream.abort(defer.CancelledError("the client is stopping"))
+            raise defer.CancelledError("the client is stopping")
         self._xmlstream = xmlstream
-        self.stream_features = features
+        self.stream_features = StreamFeatures(features)
         handle = factory.buildProtocol(xmlstream.transport.getPeer())  # type: ignore[union-attr]
         assert handle is not None
         handle.makeConnection(xmlstream.transport)  # type: ignore[arg-type]
@@ -320,23 +501,31 @@ class Client:
         xmlstream, features = self._xmlstream, self.stream_features
         assert xmlstream is not None and features is not None
         try:
-            resumed = self._suspended and await self.stream.resume(xmlstream)
+            timeout = self.negotiation_timeout.total_seconds()
+            resumed = self.suspended and await self.stream.resume(xmlstream, timeout=timeout)
             if not resumed:
-                if self._suspended:
+                if self.suspended:
                     self.stream.destroy(ConnectionError("the session could not be resumed"))
-                bound = await bind_resource(
-                    xmlstream, features, self._resource, self.negotiation_timeout.total_seconds()
-                )
+                if self._state is not ClientState.CONNECTING:
+                    raise defer.CancelledError("the client is stopping")
+                bound = await bind_resource(xmlstream, features.element, self._resource, timeout)
                 self._local_jid = bound
                 await self.stream.start(
                     xmlstream,
                     bound,
                     sm=features.find(_SM_FEATURE) is not None,
                     resumption_timeout=self.resumption_timeout,
+                    timeout=timeout,
                 )
                 await emit_and_wait(self.before_stream_established)
+            if self._state not in (ClientState.CONNECTING, ClientState.SUSPENDED):
+                raise defer.CancelledError("the client is stopping")
         except Exception as exc:
-            xmlstream.abort(exc)
+            # the server hears what we decided (a stream error, our footer) before the close
+            if isinstance(exc, defer.CancelledError):
+                xmlstream.abort(exc)
+            else:
+                xmlstream.close(exc)
             self.on_connect_failed.emit(exc)
             self._maybe_fatal(exc)
             raise
@@ -347,9 +536,7 @@ class Client:
 
         xmlstream.when_lost().addCallback(tell_client_service)
         self._just_dropped = False
-        self._session = True
-        self._suspended = False
-        self.established_event.set()
+        self._input(ClientInput.RESUMED if resumed else ClientInput.ESTABLISHED)
         if resumed:
             self.logger.info("stream resumed")
             self.on_stream_resumed.emit()
@@ -358,26 +545,28 @@ class Client:
             self.on_stream_established.emit()
 
     def _on_connection_lost(self, reason: BaseException | None) -> None:
-        if self._ending or not self.running:
+        if self._state not in _RUNNING:
             return
         if isinstance(reason, FatalError):
             self._maybe_fatal(reason)
             return
-        if not self.established:
+        if self._state is not ClientState.ESTABLISHED:
             return
         self.logger.info("stream suspended: {reason}", reason=reason)
-        self.established_event.clear()
-        self._suspended = True
+        self._input(ClientInput.LOST)
         self._just_dropped = True
         self.on_stream_suspended.emit(reason)
         if not self.stream.sm_resumable:
             self.stream.destroy(reason)
 
     def _on_stream_destroyed(self, reason: BaseException | None) -> None:
-        self._session = False
-        self._suspended = False
-        self.established_event.clear()
+        lost = self._state in (ClientState.ESTABLISHED, ClientState.SUSPENDED)
+        self._session_to_destroy = False
+        self._input(ClientInput.DESTROYED)
         self.on_stream_destroyed.emit(reason)
+        if lost and not self.allow_implicit_reconnect:
+            self.logger.error("the session was lost; allow_implicit_reconnect is false")
+            self._end_soon(ConnectionError(f"the session was lost and not resumed: {reason}"))
 
     def _maybe_fatal(self, exc: BaseException) -> None:
         if isinstance(exc, FatalError | ValueError):
@@ -385,7 +574,7 @@ class Client:
             self._end_soon(exc)
 
     def _initial_attempts_failed(self, failure: Failure) -> None:
-        if isinstance(failure.value, defer.CancelledError) or self._ending:
+        if isinstance(failure.value, defer.CancelledError) or self._state not in _RUNNING:
             return
         reason = failure.value
         assert reason is not None
@@ -394,30 +583,50 @@ class Client:
         self._end_soon(reason)
 
     def _end_soon(self, failure: BaseException) -> None:
-        """End after the current turn: ClientService must not be stopped from inside its own
-        handling of the failed attempt."""
-        self.reactor.callLater(0, lambda: defer.Deferred.fromCoroutine(self._end(failure)))
+        """Stop with *failure* at once; the work runs after the current turn, since
+        ClientService must not be stopped from inside its own handling of a failed attempt."""
+        if self._state not in _RUNNING:
+            return
+        self._failure = failure
+        self._input(ClientInput.FATAL)
+        stopping: defer.Deferred[None] = defer.Deferred()
+        self._stopping = stopping
+
+        def run() -> None:
+            defer.Deferred.fromCoroutine(self._end(failure)).chainDeferred(stopping)
+
+        self.reactor.callLater(0, run)
 
     async def _end(self, failure: BaseException | None) -> None:
         """Stop once: close the stream, destroy the session, emit on_stopped or on_failure."""
-        if self._ending or self._service is None:
-            return
-        self._ending = True
+        if failure is None:
+            self._input(ClientInput.STOP)
         service = self._service
         xmlstream, self._xmlstream = self._xmlstream, None
         if xmlstream is not None and xmlstream.is_open:
             self.stream.flush()  # what was queued (an unavailable presence) goes first
+            self.stream.acknowledge()  # so that the server delivers nothing of ours again
             await xmlstream.close()
-        if self._session:
+        if self._session_to_destroy:
+            self._session_to_destroy = False
             self.stream.destroy(failure or DestructionRequested("the client was stopped"))
-        await service.stopService()
-        await self._services.shutdown_all()
+        if service is not None:
+            await service.stopService()
         self._service = None
         self._end_reason = failure or DestructionRequested("the client was stopped")
         for waiting in list(self._waiting_sends):
             waiting.cancel()
+        self._input(ClientInput.ENDED)
         if failure is None:
             self.logger.info("stopped")
             self.on_stopped.emit()
         else:
             self.on_failure.emit(failure)
+
+
+def __getattr__(name: str) -> Any:
+    """``AbstractClient``: the deprecated alias of :class:`Client` (with a warning)."""
+    if name == "AbstractClient":
+        warnings.warn("AbstractClient is deprecated: use Client", DeprecationWarning, stacklevel=2)
+        return Client
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,7 +13,10 @@ How each failure steers the search:
   and the next option is tried.
 
 When nothing worked: the :class:`~txxmppnode.errors.TLSFailure` if one occurred (a certificate
-problem must not hide behind a generic error), otherwise
+problem must not hide behind a generic error), else the first other
+:class:`~txxmppnode.errors.FatalError` (no acceptable SASL mechanism, a server that broke the
+SASL exchange, a fatal stream error: what retrying cannot fix, so that a
+:class:`~txxmppnode.Client` stops instead of retrying for ever), otherwise
 :class:`~txxmppnode.errors.MultiOSError` with every error in the order tried.
 """
 
@@ -30,6 +33,7 @@ from .connector import BaseConnector, ConnectResult
 from .discovery import discover_connectors
 from .errors import (
     AuthenticationFailure,
+    FatalError,
     MultiOSError,
     StreamError,
     StreamErrorCondition,
@@ -66,6 +70,7 @@ def connect_xmlstream(
     :raises ValueError: if the domain announces that it offers no XMPP service, or there is no
         option at all.
     :raises TLSFailure: if every option failed and one of them on TLS.
+    :raises FatalError: if every option failed, none on TLS, and one with a fatal error.
     :raises MultiOSError: if every option failed, with each error in order.
     :raises AuthenticationFailure: at once, when the credentials are refused.
 
@@ -106,6 +111,9 @@ class _Attempt:
         tls_failure = next((e for e in errors if isinstance(e, TLSFailure)), None)
         if tls_failure is not None:
             raise tls_failure
+        fatal = next((e for e in errors if isinstance(e, FatalError)), None)
+        if fatal is not None:
+            raise fatal
         raise MultiOSError(f"could not connect to {self.jid.domain}", errors)
 
     async def try_options(

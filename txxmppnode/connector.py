@@ -4,8 +4,10 @@ A connector is one of the ``(host, port, connector)`` options that
 :func:`~txxmppnode.discovery.discover_connectors` returns and ``override_peer`` takes.
 :meth:`BaseConnector.connect` opens TCP with Twisted's ``HostnameEndpoint`` (every address of
 the host, happy eyeballs, a connect timeout), runs the stream negotiation and returns the
-authenticated stream.  Certificates are always checked against the JID's domain, never against
-the host connected to.
+authenticated stream.  The TCP step -- resolving the host name and connecting to any of its
+addresses -- is bounded as a whole by ``negotiation_timeout``: the endpoint's own timeout
+covers each address, not the name resolution nor the attempts together.  Certificates are
+always checked against the JID's domain, never against the host connected to.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from lxml import etree
 from twisted.internet import defer, endpoints, error, interfaces
 from twisted.logger import Logger
 
+from .deadline import Deadline
 from .negotiation import negotiate
 from .xmlstream import XMLStream
 
@@ -57,7 +60,13 @@ class BaseConnector:
         """Connect to *host*:*port* and negotiate a stream for *jid*.
 
         The Deferred fires with ``(transport, xmlstream, features)``, the features being those
-        after authentication.  Cancelling it closes the half-open connection.
+        after authentication.  When the negotiation fails, the stream is closed gracefully
+        (stream error or ``<abort/>`` and our footer reach the server first, the transport is
+        dropped after ``close_timeout`` at the latest) while the failure is reported at once.
+        Cancelling it closes the half-open connection.
+
+        :raises TimeoutError: the host name was not resolved and connected to within
+            *negotiation_timeout* seconds, or a negotiation step took longer.
         """
         verifier = security_layer.tls_verifier(jid.domain, alpn=self.alpn)
         endpoint: interfaces.IStreamClientEndpoint = endpoints.HostnameEndpoint(
@@ -68,10 +77,15 @@ class BaseConnector:
         xmlstream = XMLStream(jid.domain, reactor=reactor, logger=logger)  # type: ignore[arg-type]
 
         async def connect_and_negotiate() -> ConnectResult:
+            connecting = Deadline(
+                reactor,  # type: ignore[arg-type]
+                negotiation_timeout,
+                f"TCP connection to {host}:{port}",
+            )
             try:
                 try:
-                    await endpoints.connectProtocol(  # type: ignore[no-untyped-call]
-                        endpoint, xmlstream
+                    await connecting.wait(
+                        endpoints.connectProtocol(endpoint, xmlstream)  # type: ignore[no-untyped-call]
                     )
                 except error.ConnectError as failure:
                     raise _builtin_error(failure) from failure
@@ -84,15 +98,30 @@ class BaseConnector:
                     direct_tls=self.direct_tls,
                     timeout=negotiation_timeout,
                 )
-            except BaseException:
+            except BaseException as failure:
                 # a failed or cancelled negotiation leaves nothing open behind it
                 if xmlstream.transport is not None:
-                    xmlstream.abort()
+                    _end_failed_negotiation(xmlstream, failure)
                 raise
             assert xmlstream.transport is not None
             return (xmlstream.transport, xmlstream, features)
 
         return defer.Deferred.fromCoroutine(connect_and_negotiate())
+
+
+def _end_failed_negotiation(xmlstream: XMLStream, failure: BaseException) -> None:
+    """Close the stream of a negotiation that failed, so that the peer hears what we decided.
+
+    A stream error we sent (a refusal of the server's input) is already on its way, and the
+    connection closes once it is written; otherwise our footer follows whatever we sent last
+    (``<abort/>`` after a broken SASL exchange) and the server's is awaited.  Either way the
+    transport is dropped after the stream's ``close_timeout`` at the latest.  A cancellation
+    drops the connection at once, except for a stream error still being written.
+    """
+    if isinstance(failure, Exception) and not isinstance(failure, defer.CancelledError):
+        xmlstream.close(failure)
+    else:
+        xmlstream.abort()
 
 
 def _no_delay(transport: object) -> None:

@@ -273,11 +273,30 @@ def _show_key(key: tuple[enum.Enum | None, JID | None]) -> str:
 
 
 class _CallbackTable(Generic[_S, _T]):
-    """Callbacks keyed by (type or None, sender JID or None); one lookup per candidate key."""
+    """Callbacks keyed by (type or None, sender JID or None); one lookup per candidate key.
+
+    Besides the table itself it keeps, rebuilt on every change, the set of senders that have
+    callbacks (a stanza from anyone else skips the four sender keys), the callbacks for any
+    sender by the type's value, and the one for anything from anyone: the common stanza then
+    costs two set look-ups and one dictionary look-up.
+    """
 
     def __init__(self, kind: str) -> None:
         self._kind = kind
         self._callbacks: dict[tuple[_T | None, JID | None], Callable[[_S], object]] = {}
+        self._senders: frozenset[JID] = frozenset()
+        self._any_sender: dict[object, Callable[[_S], object]] = {}
+        self._fallback: Callable[[_S], object] | None = None
+
+    def _index(self) -> None:
+        callbacks = self._callbacks
+        self._senders = frozenset(sender for _, sender in callbacks if sender is not None)
+        self._any_sender = {
+            type_._value_: callback
+            for (type_, sender), callback in callbacks.items()
+            if sender is None and type_ is not None
+        }
+        self._fallback = callbacks.get((None, None))
 
     def register(
         self, type_: _T | None, sender: JID | None, callback: Callable[[_S], object]
@@ -294,6 +313,7 @@ class _CallbackTable(Generic[_S, _T]):
                 f" ({_describe(existing)})"
             )
         self._callbacks[key] = callback
+        self._index()
 
     def unregister(self, type_: _T | None, sender: JID | None) -> None:
         key = (type_, sender)
@@ -301,23 +321,29 @@ class _CallbackTable(Generic[_S, _T]):
             del self._callbacks[key]
         except KeyError:
             raise KeyError(f"no {self._kind} callback for {_show_key(key)}") from None
+        self._index()
 
     def lookup(self, type_: _T, sender: JID | None) -> Callable[[_S], object] | None:
-        get = self._callbacks.get
-        if sender is not None:
+        senders = self._senders
+        if sender is not None and senders:
             bare = sender.bare()
-            if sender.is_bare:
-                keys: tuple[tuple[_T | None, JID | None], ...] = ((type_, bare), (None, bare))
-            else:
-                keys = ((type_, sender), (type_, bare), (None, sender), (None, bare))
-            for key in keys:
-                callback = get(key)
-                if callback is not None:
-                    return callback
-        callback = get((type_, None))
+            if sender in senders or bare in senders:
+                get = self._callbacks.get
+                if sender.is_bare:
+                    keys: tuple[tuple[_T | None, JID | None], ...] = (
+                        (type_, bare),
+                        (None, bare),
+                    )
+                else:
+                    keys = ((type_, sender), (type_, bare), (None, sender), (None, bare))
+                for key in keys:
+                    callback = get(key)
+                    if callback is not None:
+                        return callback
+        callback = self._any_sender.get(type_._value_)
         if callback is not None:
             return callback
-        return get((None, None))
+        return self._fallback
 
 
 # -- the dispatcher ------------------------------------------------------------------------
@@ -346,6 +372,9 @@ class Dispatcher:
         self.app_outbound_presence_filter: Filter[Presence] = Filter()
         self.service_outbound_presence_filter: Filter[Presence] = Filter()
         self._iq_handlers: dict[tuple[IQType, str], IQHandlerEntry] = {}
+        # The same entries keyed by the type attribute as written ("get", "set"), so that a
+        # request is found without converting its type first.
+        self._iq_handlers_by_name: dict[tuple[str | None, str], IQHandlerEntry] = {}
         self._message_callbacks: _CallbackTable[Message, MessageType] = _CallbackTable("message")
         self._presence_callbacks: _CallbackTable[Presence, PresenceType] = _CallbackTable(
             "presence"
@@ -467,7 +496,9 @@ class Dispatcher:
                 f"an IQ request handler for type {type_.value!r} and payload {payload_tag} is"
                 f" already registered ({_describe(existing.handler)})"
             )
-        self._iq_handlers[key] = IQHandlerEntry(handler, bool(with_send_reply))
+        entry = IQHandlerEntry(handler, bool(with_send_reply))
+        self._iq_handlers[key] = entry
+        self._iq_handlers_by_name[type_.value, payload_tag] = entry
 
     def unregister_iq_request_handler(self, type_: IQType | str, payload_tag: str) -> None:
         """Remove the handler registered for *type_* and *payload_tag*.
@@ -478,6 +509,7 @@ class Dispatcher:
         key = (_iq_request_type(type_), _payload_tag(payload_tag))
         try:
             del self._iq_handlers[key]
+            del self._iq_handlers_by_name[key[0].value, key[1]]
         except KeyError:
             raise KeyError(
                 f"no IQ request handler for type {key[0].value!r} and payload {key[1]}"
@@ -493,7 +525,12 @@ class Dispatcher:
         payload = iq.payload
         if payload is None:
             return None
-        return self._iq_handlers.get((iq.type_, str(payload.tag)))
+        tag = str(payload.tag)
+        entry = self._iq_handlers_by_name.get((iq.get("type"), tag))
+        if entry is not None:
+            return entry
+        # Not a registered pair as written: the type is converted, which refuses invalid ones.
+        return self._iq_handlers.get((iq.type_, tag))
 
     # -- message callbacks
 

@@ -29,9 +29,11 @@ Two questions decide what code does with an error, and each is answered by type:
             ├── StreamError             a stream error (RFC 6120 §4.9), received or sent
             │   └── FatalStreamError    conflict, host-unknown, ... (also FatalError)
             ├── DestructionRequested    the stream was closed on request
+            ├── QueueFull               too many stanzas the server has not acknowledged
             └── StreamNegotiationFailure
                 ├── TLSFailure          (FatalError) certificate, handshake, downgrade
                 │   └── TLSUnavailable  the server refused or lacks STARTTLS
+                ├── STARTTLSInjection   plaintext followed <proceed/> (retried)
                 ├── SASLFailure
                 │   ├── SASLUnavailable         (FatalError) no mechanism both sides accept
                 │   └── AuthenticationFailure   (FatalError) credentials refused
@@ -220,6 +222,14 @@ class DestructionRequested(ConnectionError):
     """The stream was closed on request (by the application stopping the client)."""
 
 
+class QueueFull(ConnectionError):
+    """The stream holds as many unacknowledged stanzas as it may (``max_unacked``).
+
+    Raised by ``enqueue`` (nothing is queued) until the server acknowledges some; also the
+    reason a stream is aborted when the server makes us hold more (see the stanza stream).
+    """
+
+
 class MultiOSError(OSError):
     """Every connection option failed.
 
@@ -251,6 +261,18 @@ class TLSFailure(StreamNegotiationFailure, FatalError):
 
 class TLSUnavailable(TLSFailure):
     """TLS is required but the server refused ``<starttls/>`` or cannot offer TLS."""
+
+
+class STARTTLSInjection(StreamNegotiationFailure):
+    """The server's ``<proceed/>`` was not the last thing received in plaintext.
+
+    Only the TLS handshake may follow the closing ``>`` of ``<proceed/>`` (RFC 6120 §5.4.2.3).
+    Data there is how a man in the middle makes a client use, once TLS is on, stream features
+    it chose (``<stream:features/>`` offering only PLAIN, say): the CVE-2011-0411 class of
+    attacks.  None of it is used: TLS is not started, nothing more is written, and the TCP
+    connection is closed.  It is not a :class:`FatalError`: the culprit may be one network
+    path, and the next attempt may take another.
+    """
 
 
 class SASLFailure(StreamNegotiationFailure):
@@ -527,9 +549,11 @@ __all__: Sequence[str] = [
     "FatalError",
     "FatalStreamError",
     "MultiOSError",
+    "QueueFull",
     "ResourceBindingFailure",
     "SASLFailure",
     "SASLUnavailable",
+    "STARTTLSInjection",
     "StreamError",
     "StreamErrorCondition",
     "StreamNegotiationFailure",

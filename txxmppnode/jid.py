@@ -146,11 +146,13 @@ class JID:
     Pass ``strict=False`` only for identifiers from legacy servers that PRECIS refuses.
     """
 
-    __slots__ = ("_hash", "domain", "localpart", "resource")
+    __slots__ = ("_bare", "_hash", "_str", "domain", "localpart", "resource")
     localpart: str | None
     domain: str
     resource: str | None
     _hash: int
+    _str: str
+    _bare: Self | None
 
     def __init__(
         self,
@@ -176,10 +178,14 @@ class JID:
         self._set(local, host, res)
 
     def _set(self, localpart: str | None, domain: str, resource: str | None) -> None:
-        object.__setattr__(self, "localpart", localpart)
-        object.__setattr__(self, "domain", domain)
-        object.__setattr__(self, "resource", resource)
-        object.__setattr__(self, "_hash", hash((localpart, domain, resource)))
+        setattr_ = object.__setattr__
+        setattr_(self, "localpart", localpart)
+        setattr_(self, "domain", domain)
+        setattr_(self, "resource", resource)
+        setattr_(self, "_hash", hash((localpart, domain, resource)))
+        setattr_(self, "_str", _join(localpart, domain, resource))
+        # A bare JID is its own bare form; a full one makes its bare form on first use.
+        setattr_(self, "_bare", self if resource is None else None)
 
     @classmethod
     def fromstr(cls, s: str, *, strict: bool = True) -> Self:
@@ -188,19 +194,30 @@ class JID:
         The first ``/`` starts the resourcepart, which may itself contain ``@`` and ``/``.
         Before it, an ``@`` ends the localpart; a string with several is refused either way,
         and splitting at the last one reports the error against the localpart.
+
+        JIDs are immutable, so the same string may give the same object: the last 16,384
+        strings parsed as :class:`JID` (not a subclass) are remembered, so a received
+        stanza's address is parsed once however often it is read.
         """
         if not isinstance(s, str):
             raise TypeError(f"JID.fromstr() needs a str, not {type(s).__name__}")
+        if cls is JID:
+            return _fromstr_cached(s, strict)  # type: ignore[return-value]
+        return cls._parse(s, strict)
+
+    @classmethod
+    def _parse(cls, s: str, strict: bool) -> Self:
         rest, slash, resource = s.partition("/")
         localpart, at, domain = rest.rpartition("@")
         return cls(localpart if at else None, domain, resource if slash else None, strict=strict)
 
     def bare(self) -> Self:
         """Return this JID without its resourcepart (``self`` if it has none)."""
-        if self.resource is None:
-            return self
-        bare = object.__new__(type(self))
-        bare._set(self.localpart, self.domain, None)
+        bare = self._bare
+        if bare is None:
+            bare = object.__new__(type(self))
+            bare._set(self.localpart, self.domain, None)
+            object.__setattr__(self, "_bare", bare)
         return bare
 
     def replace(
@@ -255,7 +272,7 @@ class JID:
         return self._hash
 
     def __str__(self) -> str:
-        return _join(self.localpart, self.domain, self.resource)
+        return self._str
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}.fromstr({str(self)!r})"
@@ -270,6 +287,11 @@ class JID:
         # A module-level function, not the bound classmethod: twisted.persisted.styles, once
         # imported, pickles bound methods in a way that cannot restore classmethods.
         return (_unpickle, (str(self),))
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _fromstr_cached(s: str, strict: bool) -> JID:
+    return JID._parse(s, strict)
 
 
 def _unpickle(text: str) -> JID:

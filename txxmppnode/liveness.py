@@ -6,6 +6,12 @@ management); if nothing arrives within a further ``round_trip_time``, the hard l
 the transport is aborted, which a client turns into a reconnect (and a resumption).  ``None``
 for either disables the check.  One timer, re-armed from the time of the last byte, so a busy
 stream costs nothing.
+
+Bytes arriving are not enough, though: a server that sends whitespace keep-alives but never
+answers an XEP-0198 ``<r/>`` looks alive and acknowledges nothing, and everything we send piles
+up unacknowledged.  So an answer that is due (:meth:`LivenessMonitor.expect_answer`) must come
+within the same hard limit, ``soft_timeout + round_trip_time``, whatever else arrives; if it
+does not, *on_unanswered* is called, which a stream treats like a dead link.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ class LivenessMonitor:
     :param last_received: returns when the last byte arrived (``reactor.seconds()`` time).
     :param soft_timeout: seconds of silence before *on_soft*, or ``None``.
     :param round_trip_time: further seconds before *on_hard*, or ``None``.
+    :param on_unanswered: called when an expected answer (:meth:`expect_answer`) did not come
+        within :attr:`hard_limit`; ``None`` to not watch answers.
     """
 
     def __init__(
@@ -32,6 +40,7 @@ class LivenessMonitor:
         round_trip_time: float | None,
         on_soft: Callable[[], None],
         on_hard: Callable[[], None],
+        on_unanswered: Callable[[], None] | None = None,
     ) -> None:
         self.reactor = reactor
         self._last_received = last_received
@@ -39,8 +48,12 @@ class LivenessMonitor:
         self.round_trip_time = round_trip_time
         self._on_soft = on_soft
         self._on_hard = on_hard
+        self._on_unanswered = on_unanswered
         self._timer: interfaces.IDelayedCall | None = None
         self._soft_fired = False
+        # requests whose answer is due, and the timer for the oldest of them
+        self._unanswered = 0
+        self._answer_timer: interfaces.IDelayedCall | None = None
 
     @property
     def hard_limit(self) -> float | None:
@@ -60,6 +73,40 @@ class LivenessMonitor:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._unanswered = 0
+        self._cancel_answer_timer()
+
+    @property
+    def unanswered(self) -> int:
+        """How many requests sent with :meth:`expect_answer` are still unanswered."""
+        return self._unanswered
+
+    def expect_answer(self) -> None:
+        """A request went out that the peer must answer (an XEP-0198 ``<r/>``)."""
+        self._unanswered += 1
+        hard = self.hard_limit
+        if self._answer_timer is None and hard is not None and self._on_unanswered is not None:
+            self._answer_timer = self.reactor.callLater(hard, self._answer_overdue)
+
+    def answered(self) -> None:
+        """An answer came (an ``<a/>``); the next unanswered request gets a full hard limit."""
+        if self._unanswered == 0:
+            return  # unsolicited
+        self._unanswered -= 1
+        self._cancel_answer_timer()
+        if self._unanswered:
+            self._unanswered -= 1
+            self.expect_answer()
+
+    def _cancel_answer_timer(self) -> None:
+        if self._answer_timer is not None and self._answer_timer.active():
+            self._answer_timer.cancel()
+        self._answer_timer = None
+
+    def _answer_overdue(self) -> None:
+        self._answer_timer = None
+        assert self._on_unanswered is not None
+        self._on_unanswered()
 
     def _arm(self) -> None:
         assert self.soft_timeout is not None

@@ -5,11 +5,21 @@ The steps of RFC 6120, in order, each bounded by ``timeout`` seconds:
 1. **TLS.**  Over STARTTLS, ``<starttls/>`` is sent whether or not the server advertised it: a
    feature list without it is what an attacker stripping TLS would show, so a server that does
    not answer ``<proceed/>`` ends the attempt with :class:`~txxmppnode.errors.TLSUnavailable`
-   -- TLS is never skipped.  Over direct TLS the handshake started with the connection.  Either
-   way the certificate decision of the security layer is final before anything else is sent.
+   -- TLS is never skipped.  ``<proceed/>`` must be the last plaintext byte: anything after it
+   ends the attempt with :class:`~txxmppnode.errors.STARTTLSInjection`, and everything received
+   in plaintext is discarded before TLS (:meth:`~txxmppnode.xmlstream.XMLStream.start_tls`).
+   Input we refuse while waiting for the answer (a garbled byte) is a
+   :class:`~txxmppnode.errors.StreamError` we send, retried like any other.  Over direct TLS
+   the handshake started with the connection.  Either way the certificate decision of the
+   security layer is final before anything else is sent.
 2. **SASL** (:func:`authenticate`), strongest mechanism first.
 3. **Resource binding** (:func:`bind_resource`) and the legacy RFC 3921 session when the server
    requires it.  A resumed XEP-0198 session skips this step, so it is separate.
+
+Each step is one wait for one answer, except the IQs of binding and of the legacy session,
+which skip unrelated elements while they wait: their bound is a
+:class:`~txxmppnode.deadline.Deadline` fixed when the request is sent, so a server that keeps
+sending something else cannot extend it.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from lxml import etree
 from twisted.logger import Logger
 
 from . import namespaces
+from .deadline import Deadline
 from .errors import (
     AuthenticationFailure,
     ResourceBindingFailure,
@@ -34,6 +45,8 @@ from .errors import (
 )
 from .jid import JID
 from .sasl import (
+    KeyDerivation,
+    MechanismChoice,
     MechanismRefused,
     SASLMechanism,
     SASLProtocolError,
@@ -64,7 +77,9 @@ async def negotiate(
     """Secure and authenticate *xmlstream*; return the stream features after SASL.
 
     :raises TLSUnavailable: the server does not do STARTTLS.
+    :raises STARTTLSInjection: plaintext followed ``<proceed/>``.
     :raises TLSFailure: the certificate was refused.
+    :raises StreamError: a stream error, received or sent (we refused the peer's input).
     :raises SASLUnavailable: no acceptable mechanism.
     :raises AuthenticationFailure: the credentials were refused.
     :raises TimeoutError: a step took longer than *timeout*.
@@ -96,8 +111,12 @@ async def _features(xmlstream: XMLStream, timeout: float) -> etree._Element:
 async def _starttls(xmlstream: XMLStream, verifier: TLSVerifier, timeout: float) -> None:
     xmlstream.send(_element(namespaces.TLS, "starttls"))
     try:
-        answer = await xmlstream.next_element(timeout)
+        answer = await xmlstream.next_element(timeout, last_in_plaintext=True)
     except StreamError as error:
+        if error.sent_by_us:
+            # we refused what came back (a garbled byte, say): a broken or hostile path, not a
+            # server without TLS -- a stream error like any other, worth another attempt
+            raise
         raise TLSUnavailable(f"the server does not do STARTTLS ({error})") from error
     if answer.tag == f"{{{namespaces.TLS}}}failure":
         raise TLSUnavailable("the server refused STARTTLS")
@@ -123,6 +142,12 @@ async def authenticate(
     are refused, a callable password provider is asked again with the next attempt number
     (until it returns ``None``); a fixed password is not retried.  If the server breaks the
     exchange, ``<abort/>`` is sent and the error raised.
+
+    When the channel binding of a ``-PLUS`` mechanism is a guess (the server did not announce
+    its types), a refusal is followed by the same mechanism with the next guess, on this
+    stream and with the same password: never by a mechanism without binding, which would be
+    the downgrade binding exists to prevent.  Only when every guess is refused are the
+    credentials taken as refused.  The accepted guess is remembered by the security layer.
     """
     offered = [m.text or "" for m in features.iterfind(f"{{{namespaces.SASL}}}mechanisms/*")]
     bindings = _channel_bindings(xmlstream)
@@ -138,33 +163,35 @@ async def authenticate(
         "anonymous": security_layer.anonymous,
         "external": security_layer.client_certificate is not None,
         "use_password": security_layer.password_provider is not None,
+        "binding_policy": security_layer.channel_binding,
+        "confirmed_binding": security_layer.confirmed_bindings.get(jid.domain),
     }
     refused: list[MechanismRefused] = []
     attempt = 0
     password: str | None = None
-    for choice in choose_mechanisms(offered, **situation):  # type: ignore[arg-type]
+    for group in _by_mechanism(choose_mechanisms(offered, **situation)):  # type: ignore[arg-type]
         while True:
-            if choice.needs_password and password is None:
+            if group[0].needs_password and password is None:
                 password = await security_layer.get_password(jid, attempt)
                 if password is None:
                     raise AuthenticationFailure("aborted", "the password provider gave up")
-            mechanism = choice.build(
-                username=jid.localpart or "",
-                password=password,
-                channel_binding=bindings.get(choice.binding or ""),
-            )
             try:
-                await _exchange(xmlstream, mechanism, timeout)
+                choice = await _try_bindings(
+                    xmlstream, group, jid, password, bindings, security_layer, timeout
+                )
             except MechanismRefused as error:
                 refused.append(error)
                 break
             except AuthenticationFailure:
                 attempt += 1
-                if not (choice.needs_password and security_layer.asks_again):
+                if not (group[0].needs_password and security_layer.asks_again):
                     raise
                 password = None
                 continue
-            _log.info("authenticated with {mechanism}", mechanism=choice.name)
+            _log.info("authenticated with {mechanism} ({binding})", mechanism=choice.name,
+                      binding=choice.binding or "no channel binding")  # fmt: skip
+            if choice.binding_guessed and choice.binding is not None:
+                security_layer.confirmed_bindings[jid.domain] = choice.binding
             xmlstream.sasl_mechanism = choice.name
             xmlstream.sasl_channel_binding = choice.binding
             return
@@ -173,8 +200,60 @@ async def authenticate(
     )
 
 
-async def _exchange(xmlstream: XMLStream, mechanism: SASLMechanism, timeout: float) -> None:
-    """One SASL exchange with *mechanism*; returns on success, raises on failure."""
+def _by_mechanism(choices: list[MechanismChoice]) -> list[list[MechanismChoice]]:
+    """Group consecutive choices of the same mechanism (the binding guesses of a ``-PLUS``)."""
+    groups: list[list[MechanismChoice]] = []
+    for choice in choices:
+        if groups and groups[-1][0].name == choice.name:
+            groups[-1].append(choice)
+        else:
+            groups.append([choice])
+    return groups
+
+
+async def _try_bindings(
+    xmlstream: XMLStream,
+    group: list[MechanismChoice],
+    jid: JID,
+    password: str | None,
+    bindings: dict[str, bytes],
+    security_layer: SecurityLayer,
+    timeout: float,
+) -> MechanismChoice:
+    """Run the exchange with each choice of *group* until one succeeds; return it.
+
+    Every choice but the last is a binding guess: its refusal moves on to the next guess.
+    """
+    for index, choice in enumerate(group):
+        mechanism = choice.build(
+            username=jid.localpart or "",
+            password=password,
+            channel_binding=bindings.get(choice.binding or ""),
+            max_iterations=security_layer.scram_max_iterations,
+        )
+        try:
+            await _exchange(xmlstream, mechanism, security_layer, timeout)
+        except AuthenticationFailure as error:
+            if index + 1 == len(group):
+                raise
+            _log.info("{mechanism} with the guessed {binding} binding refused ({error}); "
+                      "trying {next}", mechanism=choice.name, binding=choice.binding,
+                      error=error, next=group[index + 1].binding)  # fmt: skip
+            continue
+        return choice
+    raise AssertionError("unreachable: a group is never empty")
+
+
+async def _exchange(
+    xmlstream: XMLStream, mechanism: SASLMechanism, security_layer: SecurityLayer, timeout: float
+) -> None:
+    """One SASL exchange with *mechanism*; returns on success, raises on failure.
+
+    A key derivation the mechanism asks for (SCRAM's PBKDF2) runs through the security layer's
+    :class:`~txxmppnode.key_derivation.KeyDeriver`: in the reactor's thread pool, or from its
+    cache.  It is a step of its own, bounded by *timeout* like waiting for an answer: when it
+    takes longer, :class:`TimeoutError` ends the attempt while the thread computes on.
+    """
     auth = _element(namespaces.SASL, "auth")
     auth.set("mechanism", mechanism.name)
     initial = mechanism.initial_response()
@@ -189,6 +268,9 @@ async def _exchange(xmlstream: XMLStream, mechanism: SASLMechanism, timeout: flo
                 raise SASLProtocolError(f"unexpected {answer.tag!r} during SASL")
             if name.localname == "challenge":
                 reply = mechanism.respond(_decode(answer))
+                if isinstance(reply, KeyDerivation):
+                    derived = security_layer.key_deriver.derive(reply, xmlstream.reactor, timeout)
+                    reply = mechanism.resume(await derived)
                 response = _element(namespaces.SASL, "response")
                 response.text = base64.b64encode(reply).decode("ascii")
                 xmlstream.send(response)
@@ -239,6 +321,8 @@ async def bind_resource(
     Also establishes the legacy RFC 3921 session when the server requires it.
 
     :raises ResourceBindingFailure: the server refused, or does not offer binding.
+    :raises TimeoutError: no answer to the bind (or session) request within *timeout* seconds
+        of sending it, whatever else the server sent meanwhile.
     """
     if features.find(f"{{{namespaces.BIND}}}bind") is None:
         raise ResourceBindingFailure("the server does not offer resource binding")
@@ -246,7 +330,7 @@ async def bind_resource(
     if resource:
         etree.SubElement(request, f"{{{namespaces.BIND}}}resource").text = resource
     try:
-        reply = await _iq(xmlstream, IQ(IQType.SET, payload=request), timeout)
+        reply = await _iq(xmlstream, IQ(IQType.SET, payload=request), timeout, "resource binding")
     except XMPPError as error:
         raise ResourceBindingFailure(f"resource binding refused: {error}") from error
     text = reply.findtext(f"{{{namespaces.BIND}}}bind/{{{namespaces.BIND}}}jid")
@@ -260,18 +344,22 @@ async def bind_resource(
     if session is not None and session.find(f"{{{namespaces.SESSION}}}optional") is None:
         try:
             await _iq(xmlstream, IQ(IQType.SET, payload=_element(namespaces.SESSION, "session")),
-                      timeout)  # fmt: skip
+                      timeout, "session establishment")  # fmt: skip
         except XMPPError as error:
             raise ResourceBindingFailure(f"session establishment refused: {error}") from error
     return bound
 
 
-async def _iq(xmlstream: XMLStream, request: IQ, timeout: float) -> IQ:
-    """Send *request* and return its result; raise the error reply as XMPPError."""
+async def _iq(xmlstream: XMLStream, request: IQ, timeout: float, step: str) -> IQ:
+    """Send *request* and return its result; raise the error reply as XMPPError.
+
+    Unrelated elements are skipped, within one deadline of *timeout* seconds from now.
+    """
     request.id_ = secrets.token_urlsafe(12)
+    deadline = Deadline(xmlstream.reactor, timeout, step)
     xmlstream.send(request)
     while True:
-        reply = await xmlstream.next_element(timeout)
+        reply = await deadline.wait(xmlstream.next_element())
         if isinstance(reply, IQ) and reply.id_ == request.id_ and not reply.type_.is_request:
             break
         _log.debug("ignoring {tag} while waiting for the answer to {id}",

@@ -65,9 +65,9 @@ class PresenceServer(Service):
         if (state, new_status, priority) == (self.state, self.status, self.priority):
             return
         self.state, self.status, self.priority = state, new_status, priority
-        self.on_presence_changed.emit()
         if self.client.established:
-            self._send()
+            self._send()  # before the listeners: an unavailable presence precedes a stop
+        self.on_presence_changed.emit()
 
     def _send_initial(self) -> None:
         if self.state.available:
@@ -95,6 +95,7 @@ class PresenceManagedClient(Client):
         #: Emitted after ``on_stream_established`` once the initial presence was sent.
         self.on_presence_sent: Signal[[]] = Signal("PresenceManagedClient.on_presence_sent")
         self.on_stream_established.connect(self._established)
+        self._presence_server.on_presence_changed.connect(self._follow_presence)
 
     @property
     def presence(self) -> PresenceState:
@@ -106,14 +107,18 @@ class PresenceManagedClient(Client):
         self.set_presence(value)
 
     def set_presence(self, state: PresenceState, status: Status = None, priority: int = 0) -> None:
-        """Set presence and status; connect when available, go offline when unavailable."""
+        """Set presence and status; connect when available, go offline when unavailable.
+
+        The same as setting it through the :class:`PresenceServer`: the unavailable presence
+        is sent once (by the service), then the client stops.
+        """
         self._presence_server.set_presence(state, status, priority)
-        if state.available:
+
+    def _follow_presence(self) -> None:
+        if self.presence.available:
             if not self.running:
                 self.start()
         elif self.running:
-            if self.established:
-                self.stream.enqueue(self._presence_server.make_stanza())
             self.stop()
 
     def _established(self) -> None:

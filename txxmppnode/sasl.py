@@ -6,6 +6,13 @@ sent as ``=``), answers each ``<challenge/>`` with :meth:`SASLMechanism.respond`
 ``<success/>`` calls :meth:`SASLMechanism.finish`, which may still refuse (SCRAM checks the
 server signature there).  A ``<failure/>`` goes through :func:`failure_for_condition`.
 
+Work too slow for the caller's thread is not done here either: instead of the response,
+:meth:`~SASLMechanism.respond` may return a :class:`KeyDerivation` (SCRAM's PBKDF2, whose cost
+the server chooses).  The stream layer computes it where it likes -- in a thread, from a cache
+-- and hands the key to :meth:`SASLMechanism.resume`, which returns the response.  Keeping the
+computation out of the mechanism keeps the mechanisms pure and synchronous, testable from
+published vectors, and leaves threads, timeouts and caching to one place, the stream layer.
+
 Which mechanism to try is decided by :func:`choose_mechanisms`, strongest first; the stream
 layer tries them in order while the server answers with :class:`MechanismRefused`, then raises
 :class:`~txxmppnode.errors.SASLUnavailable` with :func:`unavailable_message`.
@@ -29,9 +36,10 @@ Nothing in this module logs: credentials and SASL payloads never reach a log.
 from __future__ import annotations
 
 import abc
+import hashlib
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from .errors import AuthenticationFailure, FatalError, SASLFailure
@@ -39,17 +47,21 @@ from .saslprep import saslprep
 
 __all__ = [
     "AUTHENTICATION_FAILURE_CONDITIONS",
+    "BINDING_AUTO",
+    "BINDING_NONE",
     "BINDING_TYPE_PREFERENCE",
     "MECHANISM_REFUSED_CONDITIONS",
     "SCRAM_HASH_PREFERENCE",
     "AnonymousMechanism",
     "CredentialsError",
     "ExternalMechanism",
+    "KeyDerivation",
     "MechanismChoice",
     "MechanismRefused",
     "PlainMechanism",
     "SASLMechanism",
     "SASLProtocolError",
+    "binding_types",
     "choose_mechanisms",
     "failure_for_condition",
     "unavailable_message",
@@ -60,6 +72,10 @@ SCRAM_HASH_PREFERENCE: Final = ("SHA-512", "SHA-256", "SHA-1")
 #: Channel-binding types, most preferred first: ``tls-exporter`` (RFC 9266, TLS 1.3),
 #: ``tls-unique`` (RFC 5929, TLS ≤ 1.2), ``tls-server-end-point`` (RFC 5929, any version).
 BINDING_TYPE_PREFERENCE: Final = ("tls-exporter", "tls-unique", "tls-server-end-point")
+#: The values of the ``channel_binding`` setting besides a binding type: decide per connection
+#: (:func:`binding_types`), or never bind.
+BINDING_AUTO: Final = "auto"
+BINDING_NONE: Final = "none"
 #: ``<failure/>`` conditions (RFC 6120 §6.5) that refuse the credentials.
 AUTHENTICATION_FAILURE_CONDITIONS: Final = frozenset(
     {
@@ -152,6 +168,31 @@ def prepare_credential(value: str, what: str, *, query: bool, allow_empty: bool)
 # -- the mechanism interface and the simple mechanisms ---------------------------------------
 
 
+@dataclass(frozen=True)
+class KeyDerivation:
+    """A key derivation a mechanism needs before it can answer: PBKDF2-HMAC (RFC 8018 §5.2).
+
+    :meth:`SASLMechanism.respond` returns it in place of the response; whoever runs the
+    exchange computes it (:meth:`compute`, in any thread) and passes the result to
+    :meth:`SASLMechanism.resume`.  The result depends on nothing but these four fields, so it
+    may be remembered for them (RFC 5802 §5.1 allows a SCRAM client to cache it).
+
+    :ivar hash_name: the :mod:`hashlib` name of the hash (``"sha1"``, ``"sha256"``, ...).
+    :ivar password: the prepared password (never in the ``repr``; drop the object once used).
+    :ivar salt: the salt the server sent.
+    :ivar iterations: the iteration count the server sent, already checked against the bounds.
+    """
+
+    hash_name: str
+    password: bytes = field(repr=False)
+    salt: bytes
+    iterations: int
+
+    def compute(self) -> bytes:
+        """Run PBKDF2; it takes as long as :attr:`iterations` says and releases the GIL."""
+        return hashlib.pbkdf2_hmac(self.hash_name, self.password, self.salt, self.iterations)
+
+
 class SASLMechanism(abc.ABC):
     """The client side of one SASL authentication exchange; use each instance once.
 
@@ -165,12 +206,23 @@ class SASLMechanism(abc.ABC):
         """Return the initial response for ``<auth/>``: ``None`` for none, ``b""`` for an empty
         one (sent as ``=``)."""
 
-    def respond(self, challenge: bytes) -> bytes:
+    def respond(self, challenge: bytes) -> bytes | KeyDerivation:
         """Return the response to a ``<challenge/>`` (its base64-decoded content).
+
+        A mechanism that must first derive a key returns a :class:`KeyDerivation` instead:
+        compute it and pass the result to :meth:`resume`, which returns the response.
 
         :raises SASLProtocolError: the challenge is not acceptable; send ``<abort/>``.
         """
         raise SASLProtocolError(f"{self.name}: the server sent a challenge this mechanism lacks")
+
+    def resume(self, derived_key: bytes) -> bytes:
+        """Return the response whose :class:`KeyDerivation` :meth:`respond` returned.
+
+        :param derived_key: the result of :meth:`KeyDerivation.compute` (or a remembered one).
+        :raises RuntimeError: no key derivation is pending.
+        """
+        raise RuntimeError(f"{self.name}: no key derivation is pending")
 
     def finish(self, additional_data: bytes | None) -> None:
         """Accept ``<success/>`` with its decoded additional data (``None`` if it had none).
@@ -255,11 +307,16 @@ class MechanismChoice:
     :ivar binding: for ``-PLUS`` mechanisms, the channel-binding type to use.
     :ivar binding_supported: for SCRAM without ``-PLUS``: we could bind but the server offered
         no ``-PLUS`` mechanism, so the GS2 header is ``y,,`` (RFC 5802 §6 downgrade detection).
+    :ivar binding_guessed: for ``-PLUS``: the server did not say which binding types it
+        implements and more than one is plausible (see :func:`binding_types`), so a refusal
+        of the credentials may mean a binding the server computes differently; the next
+        choice with the same :attr:`name` tries the next type.
     """
 
     name: str
     binding: str | None = None
     binding_supported: bool = False
+    binding_guessed: bool = False
 
     @property
     def needs_password(self) -> bool:
@@ -274,6 +331,7 @@ class MechanismChoice:
         channel_binding: bytes | None = None,
         authzid: str | None = None,
         trace: str = "",
+        max_iterations: int | None = None,
     ) -> SASLMechanism:
         """Build the mechanism.
 
@@ -282,6 +340,8 @@ class MechanismChoice:
         :param channel_binding: the data of the :attr:`binding` type (SCRAM ``-PLUS``).
         :param authzid: the authorization identity for EXTERNAL.
         :param trace: the trace information for ANONYMOUS.
+        :param max_iterations: for SCRAM, the most PBKDF2 iterations accepted from the server
+            (``None``: :data:`txxmppnode.scram.MAX_ITERATIONS`).
         :raises CredentialsError: the credentials are missing or unusable.
         :raises ValueError: the mechanism is unknown, or the binding data is missing.
         """
@@ -293,7 +353,7 @@ class MechanismChoice:
             raise CredentialsError(f"{self.name} needs a username and a password")
         if self.name == "PLAIN":
             return PlainMechanism(username, password)
-        from .scram import ScramMechanism  # scram.py builds on this module
+        from .scram import MAX_ITERATIONS, ScramMechanism  # scram.py builds on this module
 
         binding = None
         if self.binding is not None:
@@ -306,7 +366,56 @@ class MechanismChoice:
             password,
             channel_binding=binding,
             binding_supported=self.binding_supported,
+            max_iterations=MAX_ITERATIONS if max_iterations is None else max_iterations,
         )
+
+
+def binding_types(
+    channel_bindings: Mapping[str, bytes],
+    server_binding_types: Sequence[str] | None,
+    *,
+    policy: str = BINDING_AUTO,
+    confirmed: str | None = None,
+) -> list[str]:
+    """Return the channel-binding types to try for SCRAM ``-PLUS``, in order.
+
+    :param channel_bindings: the data computable for this connection, by type
+        (:func:`txxmppnode.channel_binding.channel_bindings`; ``tls-exporter`` is there exactly
+        on TLS 1.3).
+    :param server_binding_types: the types the server announces with XEP-0440, or ``None``.
+    :param policy: :data:`BINDING_AUTO`, :data:`BINDING_NONE` (never bind) or one type to use
+        whatever the server says (pinned).
+    :param confirmed: a type this server accepted before without announcing it (tried first).
+
+    The rule (``docs/security.rst`` has it as a table):
+
+    * pinned: that type, if this connection has it; never bind: none;
+    * XEP-0440 announced: the most preferred common type of :data:`BINDING_TYPE_PREFERENCE`
+      (only one: the server said what it implements);
+    * nothing announced, TLS 1.2 or older: ``tls-unique``, the default of RFC 5929 that
+      every server offering ``-PLUS`` implements;
+    * nothing announced, TLS 1.3: undecidable -- RFC 9266 says ``tls-exporter``, but the
+      servers that offer ``-PLUS`` on TLS 1.3 without XEP-0440 (ejabberd up to 23.01) compute
+      ``tls-unique`` from the Finished message.  Both are returned, the one seen in the field
+      first (or the *confirmed* one); more than one type means each is a guess.
+
+    No type means ``-PLUS`` is not used on this connection (SCRAM then says ``n,,`` if the
+    server offered ``-PLUS``, since we do not bind to what it offers).
+    """
+    computable = [t for t in BINDING_TYPE_PREFERENCE if channel_bindings.get(t)]
+    if policy == BINDING_NONE:
+        return []
+    if policy != BINDING_AUTO:
+        return [policy] if policy in computable else []
+    if server_binding_types is not None:
+        return [t for t in computable if t in server_binding_types][:1]
+    if "tls-exporter" not in computable:  # TLS 1.2 or older
+        return ["tls-unique"] if "tls-unique" in computable else []
+    guesses: list[str] = [t for t in ("tls-unique", "tls-exporter") if t in computable]
+    if confirmed in guesses:
+        guesses.remove(confirmed)
+        guesses.insert(0, confirmed)
+    return guesses
 
 
 def _assess(
@@ -319,16 +428,28 @@ def _assess(
     anonymous: bool,
     external: bool,
     use_password: bool,
+    binding_policy: str = BINDING_AUTO,
+    confirmed_binding: str | None = None,
 ) -> tuple[list[MechanismChoice], dict[str, str]]:
     """Return the acceptable choices (best first) and, per refused offer, the reason."""
     names = list(dict.fromkeys(name.strip().upper() for name in offered))
     refused: dict[str, str] = {}
     no_password = "no password is configured"
     computable = [t for t in BINDING_TYPE_PREFERENCE if channel_bindings.get(t)]
-    usable = [t for t in computable if server_binding_types is None or t in server_binding_types]
-    binding_type = usable[0] if tls_active and usable else None
+    types = (
+        binding_types(
+            channel_bindings,
+            server_binding_types,
+            policy=binding_policy,
+            confirmed=confirmed_binding,
+        )
+        if tls_active
+        else []
+    )
     plus_offered = any(n.startswith("SCRAM-") and n.endswith("-PLUS") for n in names)
-    binding_supported = tls_active and bool(computable) and not plus_offered
+    binding_supported = (
+        tls_active and bool(computable) and not plus_offered and binding_policy != BINDING_NONE
+    )
 
     plus: list[MechanismChoice] = []
     scram: list[MechanismChoice] = []
@@ -339,16 +460,25 @@ def _assess(
                 refused[f"{name}-PLUS"] = no_password
             elif not tls_active:
                 refused[f"{name}-PLUS"] = "channel binding needs TLS"
-            elif binding_type is None:
+            elif binding_policy == BINDING_NONE:
+                refused[f"{name}-PLUS"] = "channel binding is disabled"
+            elif not types:
                 refused[f"{name}-PLUS"] = (
                     "no channel-binding data for this TLS connection"
                     if not computable
+                    else f"the pinned channel binding {binding_policy} is not available on "
+                    f"this connection (it has {', '.join(computable)})"
+                    if binding_policy != BINDING_AUTO
                     else "no common channel-binding type (the server announces "
                     f"{', '.join(server_binding_types or ())}; this connection has "
                     f"{', '.join(computable)})"
                 )
             else:
-                plus.append(MechanismChoice(f"{name}-PLUS", binding=binding_type))
+                guessed = len(types) > 1
+                plus += [
+                    MechanismChoice(f"{name}-PLUS", binding=t, binding_guessed=guessed)
+                    for t in types
+                ]
         if name in names:
             if use_password:
                 scram.append(MechanismChoice(name, binding_supported=binding_supported))
@@ -393,13 +523,17 @@ def choose_mechanisms(
     anonymous: bool = False,
     external: bool = False,
     use_password: bool = True,
+    binding_policy: str = BINDING_AUTO,
+    confirmed_binding: str | None = None,
 ) -> list[MechanismChoice]:
     """Return the mechanisms to try among *offered*, strongest first.
 
     The order is: EXTERNAL (only with ``external``, i.e. a client certificate, and TLS); the
     SCRAM ``-PLUS`` variants (SHA-512, SHA-256, SHA-1) when TLS is active and a channel-binding
-    type both sides support can be computed; SCRAM without binding (same hash order); PLAIN only
-    under TLS or with ``allow_plain_without_tls``; ANONYMOUS only with ``anonymous``.
+    type both sides support can be computed (:func:`binding_types`; when it returns several,
+    each ``-PLUS`` mechanism comes once per type, marked
+    :attr:`~MechanismChoice.binding_guessed`); SCRAM without binding (same hash order); PLAIN
+    only under TLS or with ``allow_plain_without_tls``; ANONYMOUS only with ``anonymous``.
 
     :param offered: the mechanism names from ``<mechanisms/>``.
     :param tls_active: whether the stream runs over TLS.
@@ -410,6 +544,9 @@ def choose_mechanisms(
         none; only those are used then.  Otherwise :data:`BINDING_TYPE_PREFERENCE` decides.
     :param use_password: ``False`` when no username and password are configured (SCRAM and
         PLAIN are then not chosen).
+    :param binding_policy: ``"auto"``, ``"none"`` or a pinned type (see :func:`binding_types`).
+    :param confirmed_binding: a binding type this server accepted before without announcing
+        it.
 
     Plain SCRAM carries the GS2 header ``y,,`` when we could bind but the server offered no
     ``-PLUS`` mechanism at all, so that a server which does support binding detects the
@@ -429,6 +566,8 @@ def choose_mechanisms(
         anonymous=anonymous,
         external=external,
         use_password=use_password,
+        binding_policy=binding_policy,
+        confirmed_binding=confirmed_binding,
     )[0]
 
 
@@ -442,6 +581,8 @@ def unavailable_message(
     anonymous: bool = False,
     external: bool = False,
     use_password: bool = True,
+    binding_policy: str = BINDING_AUTO,
+    confirmed_binding: str | None = None,
     refused_by_server: Iterable[MechanismRefused] = (),
 ) -> str:
     """Return the message of the :class:`~txxmppnode.errors.SASLUnavailable` to raise when no
@@ -462,6 +603,8 @@ def unavailable_message(
         anonymous=anonymous,
         external=external,
         use_password=use_password,
+        binding_policy=binding_policy,
+        confirmed_binding=confirmed_binding,
     )
     for refusal in refused_by_server:
         if refusal.mechanism:

@@ -25,11 +25,18 @@ What scramp did cover, and is used for in the tests as an independent implementa
 
 The exchange: :meth:`ScramMechanism.initial_response` is the client-first message (GS2 header
 ``n,,`` without binding, ``y,,`` when we could bind but the server offered no ``-PLUS``
-mechanism, ``p=<type>,,`` with binding); :meth:`ScramMechanism.respond` takes the server-first
-message and returns the client-final one (a second challenge carrying the server-final message
-is accepted too, as some servers send it so); :meth:`ScramMechanism.finish` verifies the server
-signature.  :meth:`~ScramMechanism.respond` runs PBKDF2 with the server's iteration count
-(4096 to :data:`MAX_ITERATIONS`), which takes a noticeable time for large counts.
+mechanism, ``p=<type>,,`` with binding); :meth:`ScramMechanism.respond` checks the server-first
+message and returns the :class:`~txxmppnode.sasl.KeyDerivation` of the salted password;
+:meth:`ScramMechanism.resume` takes the salted password and returns the client-final message (a
+second challenge carrying the server-final message is accepted too, as some servers send it
+so); :meth:`ScramMechanism.finish` verifies the server signature.
+
+The salted password is PBKDF2 with the iteration count the *server* sends (4096 to
+*max_iterations*, :data:`MAX_ITERATIONS` by default): up to a second of CPU, chosen by the
+peer.  That is why the mechanism
+does not compute it itself but asks for it: the stream layer runs it off the reactor thread,
+under the negotiation timeout, and remembers it for reconnections
+(:mod:`txxmppnode.key_derivation`).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ import secrets
 from typing import Final
 
 from .errors import AuthenticationFailure
-from .sasl import SASLMechanism, SASLProtocolError, prepare_credential
+from .sasl import KeyDerivation, SASLMechanism, SASLProtocolError, prepare_credential
 
 __all__ = ["HASHES", "MAX_ITERATIONS", "MIN_ITERATIONS", "ScramMechanism", "escape_username"]
 
@@ -51,8 +58,13 @@ __all__ = ["HASHES", "MAX_ITERATIONS", "MIN_ITERATIONS", "ScramMechanism", "esca
 HASHES: Final = {"SHA-1": "sha1", "SHA-256": "sha256", "SHA-512": "sha512"}
 #: The fewest PBKDF2 iterations accepted (RFC 5802 §5.1, RFC 7677 §4).
 MIN_ITERATIONS: Final = 4096
-#: The most PBKDF2 iterations computed: a guard against a server making us spin.
-MAX_ITERATIONS: Final = 10_000_000
+#: The most PBKDF2 iterations computed by default; a server asking for more is refused with
+#: :class:`~txxmppnode.sasl.SASLProtocolError` (and ``<abort/>``).  Real servers stay far below:
+#: Prosody uses 10,000, ejabberd 4,096, RFC 7677 asks for at least 4,096, and even the counts
+#: recommended for password *storage* (OWASP, 2023: 600,000 for PBKDF2-HMAC-SHA-256, 210,000
+#: for SHA-512) are below it.  It costs about 0.3 s of CPU with SHA-256 and 1 s with SHA-512,
+#: which bounds what one attempt of a hostile server can make us spend.
+MAX_ITERATIONS: Final = 1_000_000
 
 _NAME: Final = re.compile(r"SCRAM-(SHA-1|SHA-256|SHA-512)(-PLUS)?")
 _BINDING_TYPE: Final = re.compile(r"[A-Za-z0-9.-]+")
@@ -99,6 +111,8 @@ class ScramMechanism(SASLMechanism):
         makes a server that does support binding refuse what must then be a downgrade.
     :param client_nonce: the client nonce (printable ASCII without ``,``); random by default.
         Fixed values are for test vectors only.
+    :param max_iterations: the most PBKDF2 iterations accepted from the server (at least
+        :data:`MIN_ITERATIONS`); more is a :class:`SASLProtocolError`.
     :raises CredentialsError: the username or password cannot be prepared.
     :raises ValueError: inconsistent arguments.
     """
@@ -112,11 +126,15 @@ class ScramMechanism(SASLMechanism):
         channel_binding: tuple[str, bytes] | None = None,
         binding_supported: bool = False,
         client_nonce: str | None = None,
+        max_iterations: int = MAX_ITERATIONS,
     ) -> None:
         """Prepare the credentials and the client-first message."""
         match = _NAME.fullmatch(mechanism)
         if match is None:
             raise ValueError(f"not a supported SCRAM mechanism: {mechanism!r}")
+        if max_iterations < MIN_ITERATIONS:
+            raise ValueError(f"max_iterations must be at least {MIN_ITERATIONS}")
+        self._max_iterations = max_iterations
         if bool(match.group(2)) != (channel_binding is not None):
             raise ValueError(f"{mechanism}: channel_binding is required for -PLUS and only then")
         self.name = mechanism
@@ -140,6 +158,8 @@ class ScramMechanism(SASLMechanism):
         self._client_first_bare = f"n={escape_username(user)},r={self._client_nonce}"
         self._client_first = gs2_header + self._client_first_bare
         self._server_signature: bytes | None = None
+        self._server_first = b""
+        self._nonce = ""
         self._state = "start"
 
     def _hmac(self, key: bytes, message: bytes) -> bytes:
@@ -153,22 +173,33 @@ class ScramMechanism(SASLMechanism):
         self._state = "client-first"
         return self._client_first.encode()
 
-    def respond(self, challenge: bytes) -> bytes:
-        """Answer the server-first message with the client-final message.
+    def respond(self, challenge: bytes) -> bytes | KeyDerivation:
+        """Check the server-first message; return the derivation of the salted password.
 
-        A second challenge may carry the server-final message (verified here; the answer is
-        empty).  Anything else is a :class:`SASLProtocolError`.
+        Pass the derived key to :meth:`resume` for the client-final message.  A second
+        challenge may carry the server-final message (verified here; the answer is empty).
+        Anything else is a :class:`SASLProtocolError`.
         """
         if self._state == "client-first":
-            self._state = "client-final"
-            return self._client_final(challenge)
+            derivation = self._server_first_message(challenge)
+            self._state = "deriving"
+            return derivation
         if self._state == "client-final":
             self._verify(challenge)
             self._state = "verified"
             return b""
         if self._state == "start":
             raise RuntimeError("initial_response() must come first")
+        if self._state == "deriving":
+            raise RuntimeError("resume() must come before the next challenge")
         raise SASLProtocolError(f"{self.name}: unexpected challenge after the server-final one")
+
+    def resume(self, derived_key: bytes) -> bytes:
+        """Return the client-final message, given the salted password :meth:`respond` asked for."""
+        if self._state != "deriving":
+            raise RuntimeError("resume() answers the KeyDerivation that respond() returned")
+        self._state = "client-final"
+        return self._client_final(derived_key)
 
     def finish(self, additional_data: bytes | None) -> None:
         """Verify the server signature from ``<success/>`` (unless a challenge carried it).
@@ -190,8 +221,8 @@ class ScramMechanism(SASLMechanism):
         self._verify(additional_data)
         self._state = "done"
 
-    def _client_final(self, server_first: bytes) -> bytes:
-        """Check the server-first message and compute the client-final message."""
+    def _server_first_message(self, server_first: bytes) -> KeyDerivation:
+        """Check the server-first message; return what to derive the salted password with."""
         attributes = _attributes(server_first, "server-first message")
         letters = [letter for letter, _ in attributes]
         if letters[:1] == ["m"]:
@@ -216,20 +247,26 @@ class ScramMechanism(SASLMechanism):
                 f"SCRAM: the server asks for {iterations} PBKDF2 iterations; fewer than "
                 f"{MIN_ITERATIONS} are refused as too weak (RFC 5802 §5.1, RFC 7677 §4)"
             )
-        if iterations > MAX_ITERATIONS:
+        if iterations > self._max_iterations:
             raise SASLProtocolError(
                 f"SCRAM: the server asks for {iterations} PBKDF2 iterations; more than "
-                f"{MAX_ITERATIONS} are refused"
+                f"{self._max_iterations} are refused (scram_max_iterations)"
             )
 
         assert self._password is not None
-        salted = hashlib.pbkdf2_hmac(self._hash, self._password, salt, iterations)
+        derivation = KeyDerivation(self._hash, self._password, salt, iterations)
         self._password = None  # needed once; don't keep it around
+        self._server_first = server_first
+        self._nonce = nonce
+        return derivation
+
+    def _client_final(self, salted: bytes) -> bytes:
+        """Compute the client proof and the expected server signature from the salted password."""
         client_key = self._hmac(salted, b"Client Key")
         stored_key = hashlib.new(self._hash, client_key).digest()
-        without_proof = f"c={base64.b64encode(self._cbind_input).decode('ascii')},r={nonce}"
+        without_proof = f"c={base64.b64encode(self._cbind_input).decode('ascii')},r={self._nonce}"
         auth_message = b",".join(
-            (self._client_first_bare.encode(), server_first, without_proof.encode())
+            (self._client_first_bare.encode(), self._server_first, without_proof.encode())
         )
         signature = self._hmac(stored_key, auth_message)
         proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))

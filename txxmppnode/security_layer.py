@@ -53,6 +53,7 @@ from zope.interface import implementer
 
 from .errors import TLSFailure
 from .jid import JID
+from .key_derivation import KeyDeriver
 from .pinning import (
     AbstractPinStore,
     CertificatePinStore,
@@ -61,8 +62,10 @@ from .pinning import (
     canonical_hostname,
     make_pin_store,
 )
+from .scram import MAX_ITERATIONS, MIN_ITERATIONS
 
 __all__ = [
+    "CHANNEL_BINDING_SETTINGS",
     "AbstractPinStore",
     "CertificatePinStore",
     "ChainError",
@@ -85,6 +88,14 @@ PasswordProvider: TypeAlias = Callable[[JID, int], "str | Awaitable[str | None] 
 FailureDecider: TypeAlias = Callable[["TLSVerifier"], "bool | Awaitable[bool]"]
 
 _TLS_VERSIONS: Final[Mapping[str, int]] = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
+#: The values of ``channel_binding``: decide per connection, never bind, or one pinned type.
+CHANNEL_BINDING_SETTINGS: Final = (
+    "auto",
+    "none",
+    "tls-exporter",
+    "tls-unique",
+    "tls-server-end-point",
+)
 
 #: TLS 1.2 suites with forward secrecy and no legacy algorithms (TLS 1.3 suites are all fine).
 _TLS12_CIPHERS: Final = (
@@ -365,6 +376,13 @@ class SecurityLayer:
     :ivar allow_plain_without_tls: allow SASL PLAIN on a stream without TLS (STARTTLS is
         still demanded; this only affects the mechanism choice).
     :ivar tls_max_version: ``None`` (the newest OpenSSL offers), ``"1.2"`` or ``"1.3"``.
+    :ivar channel_binding: which channel binding SCRAM ``-PLUS`` uses: ``"auto"`` (the rule
+        of :func:`txxmppnode.sasl.binding_types`), ``"none"`` (never ``-PLUS``) or one type
+        pinned (``"tls-exporter"``, ``"tls-unique"``, ``"tls-server-end-point"``).
+    :ivar scram_max_iterations: the most PBKDF2 iterations a server may ask SCRAM for.
+    :ivar key_deriver: computes SCRAM's salted passwords in the reactor's thread pool and
+        remembers the last few, so the connections made with this layer derive each once
+        (:mod:`txxmppnode.key_derivation`); :meth:`clear_scram_cache` empties it.
     """
 
     password_provider: str | PasswordProvider | None = field(repr=False)
@@ -377,6 +395,15 @@ class SecurityLayer:
     client_certificate_chain: tuple[x509.Certificate, ...] = ()
     allow_plain_without_tls: bool = False
     tls_max_version: str | None = None
+    channel_binding: str = "auto"
+    # Per domain, the binding type a server accepted when it was a guess (it did not announce
+    # its types with XEP-0440): later connections try it first instead of failing a guess
+    # again, which a server may count as a failed login.
+    confirmed_bindings: dict[str, str] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    scram_max_iterations: int = MAX_ITERATIONS
+    key_deriver: KeyDeriver = field(default_factory=KeyDeriver, repr=False, compare=False)
     # One OpenSSL context per ALPN list, shared by every connection: building one loads the
     # trust store, which costs milliseconds (per-connection state lives on the Connection).
     _contexts: dict[tuple[bytes, ...], SSL.Context] = field(
@@ -402,6 +429,19 @@ class SecurityLayer:
             )
         if not IOpenSSLTrustRoot.providedBy(self.trust_root):
             raise TypeError("trust_root must provide IOpenSSLTrustRoot")
+        if self.channel_binding not in CHANNEL_BINDING_SETTINGS:
+            raise ValueError(
+                f"channel_binding must be one of {', '.join(CHANNEL_BINDING_SETTINGS)}, "
+                f"not {self.channel_binding!r}"
+            )
+        iterations = self.scram_max_iterations
+        if not isinstance(iterations, int) or isinstance(iterations, bool):
+            raise TypeError(f"scram_max_iterations must be an int, not {type(iterations).__name__}")
+        if iterations < MIN_ITERATIONS:
+            raise ValueError(
+                f"scram_max_iterations must be at least {MIN_ITERATIONS} (the fewest SCRAM "
+                f"iterations accepted), not {iterations}"
+            )
 
     # -- credentials -----------------------------------------------------------------------
 
@@ -434,6 +474,15 @@ class SecurityLayer:
             return result
 
         return defer.Deferred.fromCoroutine(obtain())
+
+    def clear_scram_cache(self) -> None:
+        """Forget the SCRAM salted passwords remembered for reconnections.
+
+        The next SCRAM authentication derives its key again.  Nothing needs clearing when the
+        password changes (the cache is keyed by it); this is for dropping what is held in
+        memory.
+        """
+        self.key_deriver.clear()
 
     # -- TLS -----------------------------------------------------------------------------------
 
@@ -588,6 +637,8 @@ def make(
     client_certificate: ssl.PrivateCertificate | str | os.PathLike[str] | None = None,
     allow_plain_without_tls: bool = False,
     tls_max_version: str | None = None,
+    channel_binding: str | None = "auto",
+    scram_max_iterations: int = MAX_ITERATIONS,
 ) -> SecurityLayer:
     """Build a :class:`SecurityLayer`; every argument is checked here.
 
@@ -607,6 +658,14 @@ def make(
         file holding the certificate, its key and optionally intermediates.
     :param allow_plain_without_tls: allow SASL PLAIN without TLS (STARTTLS stays required).
     :param tls_max_version: ``None``, ``"1.2"`` or ``"1.3"``.
+    :param channel_binding: ``"auto"`` (default: the binding type is chosen per connection by
+        the rule in ``docs/security.rst``), ``"none"`` or ``None`` (never use ``-PLUS``; for a
+        server whose binding is broken), or a type to pin (``"tls-exporter"``,
+        ``"tls-unique"``, ``"tls-server-end-point"``: the only one used).
+    :param scram_max_iterations: the most PBKDF2 iterations a server may ask SCRAM for
+        (default :data:`~txxmppnode.scram.MAX_ITERATIONS`, 1,000,000; at least 4096).  A server
+        asking for more gets ``<abort/>`` and the attempt fails with
+        :class:`~txxmppnode.sasl.SASLProtocolError`.
     :raises TypeError: for an argument of the wrong type.
     :raises ValueError: for an unusable value (e.g. no password and no alternative).
     """
@@ -649,4 +708,6 @@ def make(
         client_certificate_chain=chain,
         allow_plain_without_tls=bool(allow_plain_without_tls),
         tls_max_version=tls_max_version,
+        channel_binding="none" if channel_binding is None else channel_binding,
+        scram_max_iterations=scram_max_iterations,
     )

@@ -15,6 +15,11 @@ oldest from it.  What has been acknowledged is :attr:`~StreamManagement.sm_outbo
 violation (:class:`HandledCountTooHigh`); since counters wrap, an ``h`` below the base counts
 as one that wrapped and is too high as well.
 
+The queue holds :class:`~txxmppnode.token.StanzaToken` s, and, for stanzas nobody waits for
+(the replies the stream sends to the server's requests), only their serialised ``bytes``: a
+flood of requests must not cost a token and an element tree per reply.  Such entries are
+counted, acknowledged and written again like the others, but have no state to change.
+
 When the transport is lost, a resumable session stays as it is, queue and counters included,
 and the stream writes nothing until it has sent ``<resume previd h/>`` on a new connection.
 ``<resumed h/>`` acknowledges up to ``h``; the rest are written again, before anything newly
@@ -46,7 +51,7 @@ import enum
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeAlias
 
 from lxml import etree
 
@@ -55,6 +60,9 @@ from .token import StanzaState, StanzaToken
 
 #: Counters of XEP-0198 are unsigned 32-bit integers.
 MODULUS: Final = 2**32
+
+#: What the unacknowledged queue holds: a token, or the bytes of a stanza nobody waits for.
+Entry: TypeAlias = StanzaToken | bytes
 
 
 class SMState(enum.Enum):
@@ -97,14 +105,16 @@ class ResendPolicy(enum.Enum):
 class ResumeFailedOutcome:
     """What :meth:`StreamManagement.on_resume_failed` did with the unacknowledged stanzas.
 
+    Each is a tuple of :data:`Entry`; the tokens among them changed state as said.
+
     :ivar acked: acknowledged by the ``h`` of ``<failed/>`` (now ``ACKED``).
     :ivar resend: to be queued again at the front, in this order (now ``ACTIVE``).
     :ivar disconnected: reported lost (now ``DISCONNECTED``).
     """
 
-    acked: tuple[StanzaToken, ...] = ()
-    resend: tuple[StanzaToken, ...] = ()
-    disconnected: tuple[StanzaToken, ...] = ()
+    acked: tuple[Entry, ...] = ()
+    resend: tuple[Entry, ...] = ()
+    disconnected: tuple[Entry, ...] = ()
 
 
 class HandledCountTooHigh(ValueError):
@@ -149,7 +159,7 @@ class StreamManagement:
     def __init__(self, *, counter_start: int = 0) -> None:
         self._counter_start = _check_h(counter_start)
         self._state = SMState.DISABLED
-        self._unacked: deque[StanzaToken] = deque()
+        self._unacked: deque[Entry] = deque()
         self._reset()
 
     def _reset(self) -> None:
@@ -215,8 +225,13 @@ class StreamManagement:
 
     @property
     def sm_unacked_list(self) -> list[StanzaToken]:
-        """A copy of the unacknowledged tokens, oldest first."""
-        return list(self._unacked)
+        """A copy of the unacknowledged tokens, oldest first (without the bytes entries)."""
+        return [entry for entry in self._unacked if isinstance(entry, StanzaToken)]
+
+    @property
+    def unacked_count(self) -> int:
+        """How many entries (tokens and bytes) await acknowledgement."""
+        return len(self._unacked)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -241,13 +256,16 @@ class StreamManagement:
         self._location = location
         self._state = next_state
 
-    def on_sent(self, token: StanzaToken) -> None:
+    def on_sent(self, token: Entry) -> None:
         """*token*'s stanza was written: it joins the unacknowledged queue (``SENT``).
 
         A ``SENT`` token is one written again after resumption: it is already in the queue,
-        at its place, and stays there.
+        at its place, and stays there.  A bytes entry just joins the queue.
         """
         self._state = self._expect("on_sent")
+        if isinstance(token, bytes):
+            self._unacked.append(token)
+            return
         if token.state is StanzaState.SENT:
             if token not in self._unacked:
                 raise RuntimeError(f"{token!r} is SENT but not awaiting acknowledgement")
@@ -267,16 +285,16 @@ class StreamManagement:
         self._state = self._expect("ack_answer")
         return self._inbound_ctr
 
-    def on_ack(self, h: int) -> list[StanzaToken]:
-        """The server's ``<a h/>``: return the newly acknowledged tokens, oldest first (``ACKED``).
+    def on_ack(self, h: int) -> list[Entry]:
+        """The server's ``<a h/>``: return the newly acknowledged entries, oldest first (``ACKED``).
 
         :raises HandledCountTooHigh: if *h* acknowledges more than we sent.
         """
         self._state = self._expect("on_ack")
         return _mark(self._pop_acked(h), StanzaState.ACKED)
 
-    def on_resumed(self, h: int) -> list[StanzaToken]:
-        """``<resumed h/>``: acknowledge up to *h*; return the tokens to write again, in order.
+    def on_resumed(self, h: int) -> list[Entry]:
+        """``<resumed h/>``: acknowledge up to *h*; return the entries to write again, in order.
 
         They stay in the queue as ``SENT``; write them before anything newly queued.
 
@@ -311,7 +329,7 @@ class StreamManagement:
         _mark(rest, StanzaState.ACTIVE)
         return ResumeFailedOutcome(acked=tuple(acked), resend=tuple(rest))
 
-    def destroy(self) -> list[StanzaToken]:
+    def destroy(self) -> list[Entry]:
         """The stream is gone for good: unacknowledged tokens become ``DISCONNECTED``.
 
         Return them, oldest first.  Allowed in every state.
@@ -322,7 +340,7 @@ class StreamManagement:
         self._reset()
         return _mark(lost, StanzaState.DISCONNECTED)
 
-    def _pop_acked(self, h: int) -> list[StanzaToken]:
+    def _pop_acked(self, h: int) -> list[Entry]:
         """Take what *h* acknowledges off the queue, unmarked; change nothing if *h* is invalid.
 
         Callers mark the tokens last, so ``on_state_change`` callbacks see a consistent session.
@@ -335,15 +353,17 @@ class StreamManagement:
         return acked
 
 
-def _mark(tokens: list[StanzaToken], state: StanzaState) -> list[StanzaToken]:
-    for token in tokens:
-        token._set_state(state)
-    return tokens
+def _mark(entries: list[Entry], state: StanzaState) -> list[Entry]:
+    for entry in entries:
+        if isinstance(entry, StanzaToken):
+            entry._set_state(state)
+    return entries
 
 
 __all__ = [
     "EVENTS",
     "MODULUS",
+    "Entry",
     "HandledCountTooHigh",
     "ResendPolicy",
     "ResumeFailedOutcome",

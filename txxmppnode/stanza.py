@@ -12,8 +12,9 @@ all state in the XML itself: every accessor reads or writes attributes and child
 
 from __future__ import annotations
 
+import binascii
 import enum
-import secrets
+import os
 from collections.abc import Iterator
 from typing import Any, Final, TypeVar
 
@@ -24,7 +25,9 @@ from .errors import ErrorCondition, XMPPError
 from .jid import JID
 
 _XML_LANG: Final = f"{{{namespaces.XML}}}lang"
+_URLSAFE: Final = str.maketrans("+/", "-_")
 _ERROR_TAG: Final = f"{{{namespaces.CLIENT}}}error"
+_CLIENT_NSMAP: Final = {None: namespaces.CLIENT}
 
 
 class MessageType(enum.Enum):
@@ -35,6 +38,8 @@ class MessageType(enum.Enum):
     GROUPCHAT = "groupchat"
     HEADLINE = "headline"
     NORMAL = "normal"
+
+    __hash__ = object.__hash__  # singletons: by identity, in C (Enum hashes the name in Python)
 
 
 class PresenceType(enum.Enum):
@@ -49,6 +54,8 @@ class PresenceType(enum.Enum):
     UNSUBSCRIBE = "unsubscribe"
     UNSUBSCRIBED = "unsubscribed"
 
+    __hash__ = object.__hash__  # singletons: by identity, in C (Enum hashes the name in Python)
+
 
 class PresenceShow(enum.Enum):
     """The ``<show/>`` of an available presence (RFC 6121 §4.7.2.1); ``NONE`` means online."""
@@ -59,6 +66,8 @@ class PresenceShow(enum.Enum):
     DND = "dnd"
     XA = "xa"
 
+    __hash__ = object.__hash__  # singletons: by identity, in C (Enum hashes the name in Python)
+
 
 class IQType(enum.Enum):
     """The ``type`` of an IQ (RFC 6120 §8.2.3)."""
@@ -67,6 +76,8 @@ class IQType(enum.Enum):
     SET = "set"
     RESULT = "result"
     ERROR = "error"
+
+    __hash__ = object.__hash__  # singletons: by identity, in C (Enum hashes the name in Python)
 
     @property
     def is_request(self) -> bool:
@@ -77,7 +88,20 @@ class IQType(enum.Enum):
 _E = TypeVar("_E", bound=enum.Enum)
 
 
+#: Each enum's members by value, for the common case of :func:`_enum`: a string read from XML.
+_MEMBERS: dict[type[enum.Enum], dict[object, Any]] = {}
+
+
 def _enum(cls: type[_E], value: object, what: str) -> _E:
+    if type(value) is cls:
+        return value
+    if value is None or type(value) is str:
+        members = _MEMBERS.get(cls)
+        if members is None:
+            members = _MEMBERS[cls] = {member.value: member for member in cls}
+        member: _E | None = members.get(value)
+        if member is not None:
+            return member
     try:
         return cls(value.value if isinstance(value, enum.Enum) else value)
     except ValueError:
@@ -117,7 +141,8 @@ class Stanza(etree.ElementBase):
 
     def _set_attr(self, name: str, value: object | None) -> None:
         if value is None:
-            self.attrib.pop(name, None)
+            if self.get(name) is not None:
+                del self.attrib[name]
         else:
             self.set(name, str(value))
 
@@ -164,7 +189,10 @@ class Stanza(etree.ElementBase):
         """Give the stanza an unpredictable id unless it has one; return the id."""
         value = self.get("id")
         if not value:
-            value = secrets.token_urlsafe(12)
+            # 96 random bits from the system's CSPRNG, URL-safe base64 (16 characters): what
+            # secrets.token_urlsafe(12) gives, without its layers of calls.
+            value = binascii.b2a_base64(os.urandom(12), newline=False).decode()
+            value = value.translate(_URLSAFE)
             self.set("id", value)
         return value
 
@@ -218,7 +246,7 @@ class Message(Stanza):
         lang: str | None = None,
         body: str | None = None,
     ) -> None:
-        super().__init__(nsmap={None: namespaces.CLIENT})
+        super().__init__(nsmap=_CLIENT_NSMAP)
         self._init_stanza(to, from_, id_, lang)
         self.type_ = _enum(MessageType, type_, "message type")
         if body is not None:
@@ -268,7 +296,7 @@ class Presence(Stanza):
         status: str | None = None,
         priority: int = 0,
     ) -> None:
-        super().__init__(nsmap={None: namespaces.CLIENT})
+        super().__init__(nsmap=_CLIENT_NSMAP)
         self._init_stanza(to, from_, id_, lang)
         self.type_ = _enum(PresenceType, type_, "presence type")
         self.show = _enum(PresenceShow, show, "presence show")
@@ -346,7 +374,7 @@ class IQ(Stanza):
         lang: str | None = None,
         payload: etree._Element | None = None,
     ) -> None:
-        super().__init__(nsmap={None: namespaces.CLIENT})
+        super().__init__(nsmap=_CLIENT_NSMAP)
         self._init_stanza(to, from_, id_, lang)
         self.type_ = type_
         if payload is not None:
@@ -367,7 +395,11 @@ class IQ(Stanza):
 
         Setting replaces the payload (the ``<error/>`` child, if any, stays).
         """
-        return next(self.payloads(), None)
+        for child in self:
+            tag = child.tag
+            if isinstance(tag, str) and tag != _ERROR_TAG:
+                return child
+        return None
 
     @payload.setter
     def payload(self, value: etree._Element | None) -> None:
@@ -396,7 +428,7 @@ def _set_child_text(parent: etree._Element, name: str, value: str | None) -> Non
     A value XML cannot carry raises :class:`ValueError` and leaves *parent* unchanged.
     """
     tag = f"{{{namespaces.CLIENT}}}{name}"
-    old = parent.findall(tag)
+    old = list(parent.iterchildren(tag)) if len(parent) else ()
     if value is not None:
         new = etree.SubElement(parent, tag)
         try:

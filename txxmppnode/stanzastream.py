@@ -18,11 +18,24 @@ Sending: :meth:`enqueue` checks and serialises the stanza at once (a stanza that
 fails here, with nothing written), and the queue is written in one transport write per reactor
 turn, followed by an ``<r/>`` when stream management is on.
 
-Receiving: the stream answers ``<r/>`` at once, applies ``<a/>``, counts stanzas for XEP-0198,
-matches IQ responses (:mod:`~txxmppnode.iq_tracker`), runs IQ request handlers and message and
-presence callbacks (:mod:`~txxmppnode.dispatch`), answers pings, and answers requests it cannot
-serve with ``service-unavailable`` and broken ones with ``bad-request`` -- never an error with an
-error.
+Bounds, against a server that does not cooperate:
+
+* at most :attr:`~StanzaStream.max_unacked` stanzas are held for the server (queued, or
+  written and not yet acknowledged); beyond that :meth:`~StanzaStream.enqueue` raises
+  :class:`~txxmppnode.errors.QueueFull`, and a server whose requests would make the stream
+  hold more through the replies it owes them is given up like a dead link;
+* replies to the server's requests are held as serialised bytes only (no token, no element);
+* nothing is written while the XML stream is paused (its transport's write buffer is full; it
+  stops reading meanwhile), and what was queued goes out when it drains;
+* every ``<r/>`` of one reactor turn gets one ``<a/>``, written at the end of the turn;
+* an ``<r/>`` the server leaves unanswered for the hard liveness limit ends the connection
+  like silence does, whatever keep-alives arrive (:mod:`~txxmppnode.liveness`).
+
+Receiving: the stream answers ``<r/>`` (once per turn), applies ``<a/>``, counts stanzas for
+XEP-0198, matches IQ responses (:mod:`~txxmppnode.iq_tracker`), runs IQ request handlers and
+message and presence callbacks (:mod:`~txxmppnode.dispatch`), answers pings, and answers
+requests it cannot serve with ``service-unavailable`` and broken ones with ``bad-request`` --
+never an error with an error.
 """
 
 from __future__ import annotations
@@ -39,10 +52,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import namespaces
+from .deadline import Deadline
 from .dispatch import Dispatcher
 from .errors import (
     DestructionRequested,
     ErrorCondition,
+    QueueFull,
     StreamError,
     StreamErrorCondition,
     XMPPError,
@@ -51,13 +66,18 @@ from .iq_tracker import IQTracker, response_payload
 from .jid import JID
 from .liveness import LivenessMonitor
 from .signal import Signal
-from .sm import HandledCountTooHigh, ResendPolicy, StreamManagement
+from .sm import Entry, HandledCountTooHigh, ResendPolicy, StreamManagement
 from .stanza import IQ, IQType, Message, Presence, Stanza, make_error_reply
 from .token import StanzaState, StanzaToken
 from .xmlstream import XMLStream
 from .xmlwriter import serialize
 
 SM: Final = namespaces.STREAM_MANAGEMENT
+#: Seconds the server has to answer ``<enable/>`` or ``<resume/>`` (the client passes its own
+#: ``negotiation_timeout``).
+DEFAULT_SM_TIMEOUT: Final = 60.0
+#: How many stanzas a stream holds for the server (queued or unacknowledged) by default.
+DEFAULT_MAX_UNACKED: Final = 5000
 _R: Final = f"<r xmlns='{SM}'/>".encode()
 _PING: Final = f"{{{namespaces.PING}}}ping"
 
@@ -82,6 +102,14 @@ class StanzaStream:
     :param round_trip_time: further silence before the connection is given up.
     :param resend_policy: what to do with unacknowledged stanzas when the server refuses a
         resumption without saying what it received (see :class:`~txxmppnode.sm.ResendPolicy`).
+    :param max_unacked: how many stanzas the stream holds for the server at most: queued,
+        plus written and not yet acknowledged (with stream management), the stream's own
+        replies to the server's requests included (:data:`DEFAULT_MAX_UNACKED`; ``None``: no
+        limit).  Also settable as :attr:`max_unacked`.  At the limit :meth:`enqueue` raises
+        :class:`~txxmppnode.errors.QueueFull`; a reply the stream owes the server that would go
+        beyond it is still queued, but the connection is aborted with ``QueueFull`` (a
+        server that floods requests and acknowledges nothing is treated as a dead link: the
+        session is suspended and resumed).
     """
 
     def __init__(
@@ -93,8 +121,11 @@ class StanzaStream:
         soft_timeout: timedelta | None = timedelta(seconds=60),
         round_trip_time: timedelta | None = timedelta(seconds=60),
         resend_policy: ResendPolicy = ResendPolicy.DISCONNECT,
+        max_unacked: int | None = DEFAULT_MAX_UNACKED,
     ) -> None:
         self.local_jid = local_jid
+        #: The limit of :meth:`enqueue`: see the class documentation.
+        self.max_unacked = max_unacked
         self.reactor = reactor
         self.log = logger or Logger()
         self.soft_timeout = soft_timeout
@@ -128,9 +159,11 @@ class StanzaStream:
         self._sm = StreamManagement()
         self._iq = IQTracker(reactor)
         self._iq.local_jid = local_jid
-        self._queue: deque[StanzaToken] = deque()
+        # tokens, and the bare bytes of the replies we owe the server (see sm.Entry)
+        self._queue: deque[Entry] = deque()
         # the serialised stanza of each token still to be written or acknowledged
         self._data: dict[StanzaToken, bytes] = {}
+        self._ack_owed = False  # an <r/> came this turn; its <a/> goes out with the flush
         self._xmlstream: XMLStream | None = None
         self._flush_call: interfaces.IDelayedCall | None = None
         self._sm_pending: defer.Deferred[etree._Element] | None = None
@@ -189,6 +222,14 @@ class StanzaStream:
         """Stanzas waiting to be written."""
         return len(self._queue)
 
+    @property
+    def unacked_count(self) -> int:
+        """Stanzas held for the server: queued, plus written and not yet acknowledged.
+
+        This is what :attr:`max_unacked` limits; the stream's replies to the server count.
+        """
+        return len(self._queue) + self._sm.unacked_count
+
     # -- registration (delegated to the dispatcher) -----------------------------------------
 
     def register_iq_request_handler(
@@ -231,8 +272,16 @@ class StanzaStream:
         The stanza gets an unpredictable id if it has none, is checked (RFC 6120 rules) and
         serialised now; outbound filters run now too.
 
+        :raises QueueFull: :attr:`max_unacked` stanzas are held for the server already (see
+            :attr:`unacked_count`); nothing is queued.  Try again once the server acknowledged
+            some (``on_state_change`` of earlier tokens tells when).
         :raises ValueError: the stanza is invalid or cannot be serialised; nothing is queued.
         """
+        limit = self.max_unacked
+        if limit is not None and self.unacked_count >= limit:
+            raise QueueFull(
+                f"{self.unacked_count} stanzas are queued or unacknowledged (max_unacked)"
+            )
         stanza.autoset_id()
         stanza.validate()
         token = StanzaToken(stanza, **kwargs)
@@ -254,23 +303,49 @@ class StanzaStream:
     ) -> defer.Deferred[Any]:
         """Send *stanza*; for an IQ request, fire with the response's payload.
 
+        Anything else fires with ``None`` once the server acknowledged the stanza (with
+        stream management) or once it was written (without), as :meth:`StanzaToken.deferred`.
+
+        :param timeout: for an IQ request, the seconds the response may take; for anything
+            else, the seconds until the acknowledgement (stream management) or the write
+            (without).  This extends the reference API, where *timeout* concerns IQ responses
+            only.  A stanza still queued when the time is up is withdrawn (``ABORTED``) and
+            never written; one already written stays in the unacknowledged queue and may still
+            reach its recipient.
         :raises ValueError: *cb* given for anything but an IQ request.
+        :raises QueueFull: :attr:`max_unacked` stanzas are held already; nothing is queued.
         :raises XMPPError: the response is an error.
         :raises ErroneousStanza: the response cannot be understood.
-        :raises TimeoutError: no response in *timeout* seconds.
+        :raises TimeoutError: no response, acknowledgement or write in *timeout* seconds.
         """
         is_request = isinstance(stanza, IQ) and stanza.type_.is_request
         if cb is not None and not is_request:
             return defer.fail(ValueError("cb is only allowed with IQ requests"))
         try:
             token = self.enqueue(stanza)
-        except ValueError as exc:
+        except (ValueError, QueueFull) as exc:
             return defer.fail(exc)
         if not is_request:
-            return token.deferred()
+            return self._delivered(token, timeout)
         assert isinstance(stanza, IQ)
         response = self._iq.expect(stanza, timeout)
         return defer.Deferred.fromCoroutine(self._request(token, response, cb))
+
+    def _delivered(self, token: StanzaToken, timeout: float | None) -> defer.Deferred[None]:
+        """The outcome of *token*, failing with :class:`TimeoutError` after *timeout*."""
+        outcome = token.deferred()
+        if timeout is None:
+            return outcome
+
+        def timed_out(result: Any, seconds: float) -> Any:
+            if not isinstance(result, Failure):
+                return result
+            if token.state is StanzaState.ACTIVE:
+                token.abort()  # not written yet: it never will be
+                raise TimeoutError(f"the stanza was not sent within {seconds:g}s (withdrawn)")
+            raise TimeoutError(f"the server did not acknowledge the stanza within {seconds:g}s")
+
+        return outcome.addTimeout(timeout, self.reactor, timed_out)
 
     async def _request(
         self, token: StanzaToken, response: defer.Deferred[IQ], cb: Callable[[IQ], Any] | None
@@ -296,6 +371,17 @@ class StanzaStream:
         if self._flush_call is None and self._xmlstream is not None and not self._held:
             self._flush_call = self.reactor.callLater(0, self._flush)
 
+    def acknowledge(self) -> None:
+        """Tell the server, unasked, how many stanzas were handled (XEP-0198 ``<a h/>``).
+
+        Sent before a clean close: a server still holding stanzas we received but did not
+        acknowledge yet delivers them again on closing (to another resource of the account,
+        or to offline storage), which would hand them twice to the account.  Nothing is
+        written without stream management or a stream.
+        """
+        if self._xmlstream is not None and self._xmlstream.is_open and self._sm.sm_enabled:
+            self._xmlstream.send(_sm("a", h=str(self._sm.ack_answer())))
+
     def flush(self) -> None:
         """Write what is queued now rather than at the end of the reactor turn."""
         if self._flush_call is not None and self._flush_call.active():
@@ -303,34 +389,52 @@ class StanzaStream:
         self._flush()
 
     def _flush(self) -> None:
-        """Write everything queued in one transport write (one batch per reactor turn)."""
+        """Write everything queued in one transport write (one batch per reactor turn).
+
+        The batch starts with the ``<a/>`` owed for this turn's ``<r/>`` and ends with an
+        ``<r/>`` of ours.  Nothing is written while the XML stream is paused.
+        """
         self._flush_call = None
         xmlstream = self._xmlstream
-        if xmlstream is None or self._held or not self._queue:
+        if xmlstream is None or self._held or xmlstream.paused:
             return
         batch: list[bytes] = []
+        if self._ack_owed and self._sm.sm_enabled:
+            batch.append(b"<a xmlns='%s' h='%d'/>" % (SM.encode(), self._sm.ack_answer()))
+        self._ack_owed = False
+        requested = False
         while self._queue:
             token = self._queue.popleft()
+            if isinstance(token, bytes):  # a reply we owe the server
+                batch.append(token)
+                if self._sm.sm_enabled:
+                    self._sm.on_sent(token)
+                    requested = True
+                continue
             if token.state is not StanzaState.ACTIVE:
                 self._data.pop(token, None)  # aborted while queued
                 continue
             batch.append(self._data[token])
             if self._sm.sm_enabled:
                 self._sm.on_sent(token)
+                requested = True
             else:
                 self._data.pop(token, None)
                 token._set_state(StanzaState.SENT_WITHOUT_SM)
-        if self._sm.sm_enabled and batch:
+        if requested:
             batch.append(_R)
+            if self._liveness is not None:
+                self._liveness.expect_answer()
         if batch:
             try:
                 xmlstream.send_raw(b"".join(batch))
             except ConnectionError as exc:
                 self.log.info("write failed, keeping the stanzas for later: {error}", error=exc)
 
-    def _forget_acked(self, tokens: Iterable[StanzaToken]) -> None:
-        for token in tokens:
-            self._data.pop(token, None)
+    def _forget_acked(self, entries: Iterable[Entry]) -> None:
+        for entry in entries:
+            if isinstance(entry, StanzaToken):
+                self._data.pop(entry, None)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -341,11 +445,18 @@ class StanzaStream:
         *,
         sm: bool = False,
         resumption_timeout: int | None = None,
+        timeout: float | None = DEFAULT_SM_TIMEOUT,
     ) -> defer.Deferred[bool]:
         """Attach to a freshly bound *xmlstream*; with *sm*, enable stream management first.
 
         The Deferred fires with whether stream management got enabled; the queue is written
         once the server answered ``<enable/>`` (so every stanza is counted) or at once.
+
+        :param timeout: seconds the server has to answer ``<enable/>``, from when it is sent;
+            nothing it sends meanwhile extends them (``None``: no limit).
+        :raises TimeoutError: (through the Deferred) no answer to ``<enable/>`` in time.  The
+            XML stream is aborted with it, as a failed negotiation step: a client reconnects
+            and tries again.  Queued stanzas stay queued for the next session.
         """
         self.local_jid = bound_jid
         self._iq.local_jid = bound_jid
@@ -356,10 +467,18 @@ class StanzaStream:
         attributes = {"resume": "false" if resumption_timeout == 0 else "true"}
         if resumption_timeout:
             attributes["max"] = str(int(resumption_timeout))
-        return defer.Deferred.fromCoroutine(self._enable(xmlstream, attributes))
+        return defer.Deferred.fromCoroutine(self._enable(xmlstream, attributes, timeout))
 
-    async def _enable(self, xmlstream: XMLStream, attributes: dict[str, str]) -> bool:
-        answer = await self._sm_exchange(xmlstream, _sm("enable", **attributes))
+    async def _enable(
+        self, xmlstream: XMLStream, attributes: dict[str, str], timeout: float | None
+    ) -> bool:
+        deadline = Deadline(self.reactor, timeout, "stream management (<enable/>)")
+        try:
+            answer = await self._sm_exchange(xmlstream, _sm("enable", **attributes), deadline)
+        except TimeoutError as exc:
+            self.log.warn("{error}; giving up this connection", error=exc)
+            xmlstream.abort(exc)
+            raise
         if answer.tag == f"{{{SM}}}enabled":
             max_ = answer.get("max")
             self._sm.on_enabled(
@@ -377,34 +496,78 @@ class StanzaStream:
         self._release()
         return self._sm.sm_enabled
 
-    async def resume(self, xmlstream: XMLStream) -> bool:
+    async def resume(
+        self, xmlstream: XMLStream, *, timeout: float | None = DEFAULT_SM_TIMEOUT
+    ) -> bool:
         """Resume the suspended session on *xmlstream* (authenticated, not bound).
 
         True: resumed; the unacknowledged stanzas are written again in their original order,
         before anything queued meanwhile.  False: the server refused; the old session is
         destroyed (see :attr:`resend_policy`) and the caller binds and :meth:`start` s anew.
+
+        :param timeout: seconds the server has to answer ``<resume/>``, from when it is sent;
+            nothing it sends meanwhile extends them (``None``: no limit).
+        :raises TimeoutError: no answer in time.  The resumption failed as if refused without
+            ``h`` (:attr:`resend_policy` decides about the unacknowledged stanzas, and the
+            session is destroyed), and *xmlstream* is aborted with the error: nothing more can
+            be done on a stream whose server went quiet.  The caller binds anew on another
+            connection.
+        :raises StreamError: ``<resumed/>`` acknowledged more stanzas than we sent, or had no
+            valid ``h``.  The ``undefined-condition`` stream error (with XEP-0198's
+            ``<handled-count-too-high/>``) was sent and *xmlstream* is closing; the session is
+            destroyed as on a refusal without a count, so :attr:`resend_policy` decides about
+            the unacknowledged stanzas, and the caller starts a fresh session on a new
+            connection.  Not a :class:`~txxmppnode.errors.FatalError`.
         """
         if not (self._sm.sm_enabled and self._sm.sm_resumable and self._sm.sm_id):
             raise RuntimeError("there is no resumable session")
         self._attach(xmlstream)
         request = _sm("resume", previd=self._sm.sm_id, h=str(self._sm.ack_answer()))
-        answer = await self._sm_exchange(xmlstream, request)
+        deadline = Deadline(self.reactor, timeout, "stream resumption (<resume/>)")
+        try:
+            answer = await self._sm_exchange(xmlstream, request, deadline)
+        except TimeoutError as exc:
+            self.log.warn("{error}; the session is given up", error=exc)
+            self._end_session(None, ConnectionError("the stream could not be resumed"))
+            xmlstream.abort(exc)
+            raise
         h = answer.get("h")
         if answer.tag == f"{{{SM}}}resumed":
             unacked = self._sm.sm_unacked_list
             try:
                 resend = self._sm.on_resumed(int(h or ""))
             except (ValueError, HandledCountTooHigh) as exc:
-                self._protocol_violation(exc)
-                raise
+                # The server's count is wrong (more than we sent) or missing: tell it with a
+                # stream error, and give the session up as if it had refused the resumption
+                # without a count -- the resend policy decides about the unacknowledged
+                # stanzas.  Its bug is no reason to stop: the next connection starts afresh.
+                error = self._protocol_violation(exc)
+                assert error is not None
+                self._end_session(None, error)
+                raise error from exc
             self._forget_acked(t for t in unacked if t.state is StanzaState.ACKED)
-            data = b"".join(self._data[t] for t in resend)
+            data = b"".join(self._bytes_of(entry) for entry in resend)
             if data:
                 xmlstream.send_raw(data + _R)
+                if self._liveness is not None:
+                    self._liveness.expect_answer()
             self._release()
             self.log.info("stream resumed; {n} stanzas sent again", n=len(resend))
             return True
         handled = int(h) if h and h.isdigit() else None
+        self._end_session(handled, ConnectionError("the stream could not be resumed"))
+        return False
+
+    def _bytes_of(self, entry: Entry) -> bytes:
+        return entry if isinstance(entry, bytes) else self._data[entry]
+
+    def _end_session(self, handled: int | None, reason: BaseException) -> None:
+        """The session cannot be resumed: settle its stanzas and report it destroyed.
+
+        The unacknowledged stanzas up to *handled* are acknowledged; the others are queued
+        again at the front for the next session, or reported lost, as :attr:`resend_policy`
+        says when *handled* is ``None``.  Pending IQ requests fail with *reason*.
+        """
         try:
             outcome = self._sm.on_resume_failed(handled, policy=self.resend_policy)
         except HandledCountTooHigh as exc:
@@ -414,19 +577,25 @@ class StanzaStream:
             self._queue.appendleft(token)
         self._forget_acked(outcome.acked)
         self._forget_acked(outcome.disconnected)
-        self.log.info("resumption refused; {n} stanzas will be sent again", n=len(outcome.resend))
+        self.log.info("resumption failed; {n} stanzas will be sent again", n=len(outcome.resend))
         self._detach()
-        self._iq.fail_all(ConnectionError("the stream could not be resumed"))
-        self.on_stream_destroyed.emit(ConnectionError("the stream could not be resumed"))
-        return False
+        self._iq.fail_all(reason)
+        self.on_stream_destroyed.emit(reason)
 
-    async def _sm_exchange(self, xmlstream: XMLStream, request: etree._Element) -> etree._Element:
+    async def _sm_exchange(
+        self, xmlstream: XMLStream, request: etree._Element, deadline: Deadline
+    ) -> etree._Element:
         """Send an SM request and wait for the answer, which the element handler sees first."""
         self._held = True
         self._sm_pending = defer.Deferred()
         waiting = self._sm_pending
         xmlstream.send(request)
-        return await waiting
+        try:
+            return await deadline.wait(waiting)
+        except TimeoutError:
+            if self._sm_pending is waiting:
+                self._sm_pending = None
+            raise
 
     def _fail_sm_pending(self, reason: BaseException | None) -> None:
         pending, self._sm_pending = self._sm_pending, None
@@ -446,6 +615,8 @@ class StanzaStream:
         self._forget_acked(self._sm.destroy())
         queued, self._queue = self._queue, deque()
         for token in queued:
+            if isinstance(token, bytes):
+                continue
             self._data.pop(token, None)
             if token.state is StanzaState.ACTIVE:
                 token._set_state(StanzaState.DISCONNECTED)
@@ -454,8 +625,10 @@ class StanzaStream:
     def _attach(self, xmlstream: XMLStream) -> None:
         self._xmlstream = xmlstream
         self._held = True
+        self._ack_owed = False
         xmlstream.set_element_handler(self._on_element)
         xmlstream.on_closing.connect(lambda reason: self._on_closing(xmlstream, reason))
+        xmlstream.on_drained.connect(lambda: self._on_drained(xmlstream))
         self._liveness = LivenessMonitor(
             self.reactor,
             lambda: xmlstream.last_received,
@@ -463,8 +636,17 @@ class StanzaStream:
             _seconds(self.round_trip_time),
             self._on_soft_limit,
             lambda: xmlstream.abort(TimeoutError(self._silence_message())),
+            lambda: xmlstream.abort(TimeoutError(self._unanswered_message())),
         )
         self._liveness.start()
+
+    def _on_drained(self, xmlstream: XMLStream) -> None:
+        if xmlstream is self._xmlstream:
+            self._schedule_flush()
+
+    def _unanswered_message(self) -> str:
+        seconds = (_seconds(self.soft_timeout) or 0) + (_seconds(self.round_trip_time) or 0)
+        return f"the server answered no acknowledgement request (<r/>) for {seconds:g}s"
 
     def _silence_message(self) -> str:
         seconds = (_seconds(self.soft_timeout) or 0) + (_seconds(self.round_trip_time) or 0)
@@ -484,6 +666,7 @@ class StanzaStream:
         if self._xmlstream is not None:
             self._xmlstream.set_element_handler(None)
         self._xmlstream = None
+        self._ack_owed = False
         self._fail_sm_pending(ConnectionError("the stream was detached"))
 
     def _on_closing(self, xmlstream: XMLStream, reason: BaseException | None) -> None:
@@ -500,6 +683,8 @@ class StanzaStream:
             return
         if self._sm.sm_enabled:
             xmlstream.send_raw(_R)
+            if self._liveness is not None:
+                self._liveness.expect_answer()
         else:
             ping = IQ(IQType.GET, payload=etree.Element(_PING, nsmap={None: namespaces.PING}))
             result = self.send(ping, timeout=_seconds(self.round_trip_time))
@@ -520,7 +705,9 @@ class StanzaStream:
                 self.log.failure("while handling {tag}", tag=tag)
         elif tag == f"{{{SM}}}r":
             if self._xmlstream is not None and self._sm.sm_enabled:
-                self._xmlstream.send(_sm("a", h=str(self._sm.ack_answer())))
+                # answered at the end of the turn: a flood of <r/> gets one <a/> per turn
+                self._ack_owed = True
+                self._schedule_flush()
         elif tag == f"{{{SM}}}a":
             self._on_ack(element)
         elif tag in (f"{{{SM}}}enabled", f"{{{SM}}}resumed", f"{{{SM}}}failed"):
@@ -540,13 +727,19 @@ class StanzaStream:
         except (ValueError, HandledCountTooHigh) as exc:
             self._protocol_violation(exc)
             return
+        if self._liveness is not None:
+            self._liveness.answered()
         self._forget_acked(acked)
 
-    def _protocol_violation(self, exc: BaseException) -> None:
-        """The server acknowledged what we never sent: end this connection with an error."""
+    def _protocol_violation(self, exc: BaseException) -> StreamError | None:
+        """The server acknowledged what we never sent: end this connection with an error.
+
+        Return the stream error sent (``undefined-condition`` with the
+        ``<handled-count-too-high/>`` of XEP-0198 §4), or ``None`` when detached.
+        """
         self.log.error("stream management violation: {error}", error=exc)
         if self._xmlstream is None:
-            return
+            return None
         error = StreamError(StreamErrorCondition.UNDEFINED_CONDITION, str(exc), sent_by_us=True)
         detail = None
         if isinstance(exc, HandledCountTooHigh):
@@ -554,6 +747,7 @@ class StanzaStream:
                 "handled-count-too-high", h=str(exc.h), **{"send-count": str(exc.send_count)}
             )
         self._xmlstream.fail(error, detail)
+        return error
 
     def _on_stanza(self, stanza: Message | Presence | IQ) -> None:
         if isinstance(stanza, IQ):
@@ -626,11 +820,39 @@ class StanzaStream:
         else:
             reply = IQ(IQType.RESULT, id_=iq.id_, to=iq.get("from"), payload=result)
         try:
-            self.enqueue(reply)
+            self._enqueue_reply(reply)
         except ValueError:
             self.log.failure("cannot send the reply to IQ {id}", id=iq.id_)
 
     def _reply_error(self, stanza: Stanza, condition: ErrorCondition, text: str | None) -> None:
         if stanza.get("type") == "error":
             return  # never answer an error with an error
-        self.enqueue(make_error_reply(stanza, XMPPError(condition, text)))
+        self._enqueue_reply(make_error_reply(stanza, XMPPError(condition, text)))
+
+    def _enqueue_reply(self, reply: Stanza) -> None:
+        """Queue a reply we owe the server, held as bytes only (nobody waits for it).
+
+        It counts against :attr:`max_unacked`, but is never refused: the server asked for
+        it.  If it goes beyond the limit, the server is sending requests faster than it
+        acknowledges our answers, and the connection is aborted with
+        :class:`~txxmppnode.errors.QueueFull`; reading stops there, so the excess is bounded.
+        """
+        reply.validate()
+        filtered: Stanza | None = reply
+        if isinstance(reply, Message | Presence):
+            filtered = self.dispatcher.filter_outbound(reply)
+        if filtered is None:
+            return
+        data = serialize(filtered)
+        limit = self.max_unacked
+        if limit is not None and self.unacked_count >= limit and self._xmlstream is not None:
+            error = QueueFull(
+                f"the server left {self.unacked_count} stanzas unacknowledged and keeps sending "
+                "requests (max_unacked)"
+            )
+            self.log.warn("{error}; giving up this connection", error=error)
+            self._xmlstream.abort(error)
+        self._queue.append(data)
+        self._schedule_flush()
+        if self.on_stanza_enqueued:
+            self.on_stanza_enqueued.emit(filtered)

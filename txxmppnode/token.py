@@ -67,6 +67,10 @@ class StanzaState(enum.Enum):
     #: serialising or writing it failed; :attr:`StanzaToken.exception` says why
     FAILED = "failed"
 
+    # Members are singletons compared by identity; hashing them by identity (in C) instead of
+    # by name (Enum's own __hash__, in Python) makes every look-up in TRANSITIONS cheaper.
+    __hash__ = object.__hash__
+
 
 _S = StanzaState
 
@@ -107,7 +111,8 @@ class StanzaToken:
         self._state = StanzaState.ACTIVE
         self._exception: BaseException | None = None
         self._on_state_change = on_state_change
-        self._waiters: list[defer.Deferred[None]] = []
+        # Created by the first deferred(): most stanzas are never waited on.
+        self._waiters: list[defer.Deferred[None]] | None = None
 
     @property
     def stanza(self) -> etree._Element:
@@ -148,6 +153,8 @@ class StanzaToken:
             error = self._error()
             return defer.succeed(None) if error is None else defer.fail(error)
         waiter: defer.Deferred[None] = defer.Deferred(self._forget)
+        if self._waiters is None:
+            self._waiters = []
         self._waiters.append(waiter)
         return waiter
 
@@ -182,7 +189,8 @@ class StanzaToken:
                 _log.failure(
                     "on_state_change callback of {token!r} raised", token=self, state=state
                 )
-        self._fire_waiters()
+        if self._waiters:
+            self._fire_waiters()
 
     def _error(self) -> BaseException | None:
         """The exception waiters fail with in the current final state, or ``None``."""
@@ -202,7 +210,7 @@ class StanzaToken:
     def _fire_waiters(self) -> None:
         if TRANSITIONS[self._state] or not self._waiters:
             return
-        waiters, self._waiters = self._waiters, []
+        waiters, self._waiters = self._waiters, None
         for waiter in waiters:
             # a callback of an earlier waiter may have cancelled this one
             if waiter.called:
@@ -215,7 +223,7 @@ class StanzaToken:
 
     def _forget(self, waiter: defer.Deferred[None]) -> None:
         """Canceller of waiters: drop *waiter*; it then fails with ``CancelledError``."""
-        if waiter in self._waiters:
+        if self._waiters is not None and waiter in self._waiters:
             self._waiters.remove(waiter)
 
 

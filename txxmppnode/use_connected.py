@@ -58,11 +58,21 @@ class UseConnected:
         warnings.warn("UseConnected.timeout is deprecated", DeprecationWarning, stacklevel=2)
         return self._timeout
 
+    @timeout.setter
+    def timeout(self, value: timedelta | float | None) -> None:
+        warnings.warn("UseConnected.timeout is deprecated", DeprecationWarning, stacklevel=2)
+        self._timeout = value
+
     @property
     def presence(self) -> PresenceState:
         """The presence to set (deprecated attribute)."""
         warnings.warn("UseConnected.presence is deprecated", DeprecationWarning, stacklevel=2)
         return self._presence
+
+    @presence.setter
+    def presence(self, value: PresenceState) -> None:
+        warnings.warn("UseConnected.presence is deprecated", DeprecationWarning, stacklevel=2)
+        self._presence = value
 
     async def __aenter__(self) -> StanzaStream:
         client = self.client

@@ -12,9 +12,11 @@ to :meth:`~XMLStream.when_lost`):
 ======================================================  =========================================
 event                                                   reason
 ======================================================  =========================================
-:meth:`~XMLStream.close` and the peer answers footer    ``None`` (a clean close)
+:meth:`~XMLStream.close` and the peer answers footer    ``None`` (a clean close), or the
+                                                        reason given to ``close``
 the peer sends ``<stream:error/>``                      :class:`~txxmppnode.errors.StreamError`
 we refuse the peer's input (bad XML, bad header)        ``StreamError`` with ``sent_by_us``
+plaintext after ``<proceed/>`` (see :meth:`start_tls`)  :class:`~.errors.STARTTLSInjection`
 the peer sends its footer while we are open             :class:`ConnectionError`
 the transport closes without the peer's footer          :class:`ConnectionError` -- a TCP EOF and
                                                         a TLS close_notify included, which Twisted
@@ -22,6 +24,27 @@ the transport closes without the peer's footer          :class:`ConnectionError`
 TLS verification or handshake fails                     :class:`~txxmppnode.errors.TLSFailure`
 :meth:`~XMLStream.abort`                                the reason given, or ``ConnectionError``
 ======================================================  =========================================
+
+What reaches the peer when we end the stream: :meth:`~XMLStream.close` writes our footer and
+waits for the peer's; a refusal of the peer's input and :meth:`~XMLStream.fail` write the stream
+error and our footer, then close the TCP connection once they are written
+(``loseConnection``).  Either way the transport is dropped (``abortConnection``) after
+``close_timeout`` at the latest, and :meth:`~XMLStream.abort` never drops a stream error that
+is still on its way -- only the timeout does.
+
+Input is discarded at each change of document: :meth:`~XMLStream.restart` and
+:meth:`~XMLStream.start_tls` forget the parser's state, the bytes it buffered and the elements
+nobody has taken yet, so nothing the peer sent before (in plaintext, for STARTTLS) is ever used
+after (RFC 6120 §5.4.3.3).
+
+Flow control: the stream registers itself with its transport as a streaming producer
+(``IPushProducer``).  Twisted's transports pause their producer when more than their
+high-water mark waits to be written (``bufferSize``, 64 KiB for TCP; TLS passes on the pause
+of the TCP transport under it) and resume it once that has drained.  While paused the stream
+stops reading from the peer (``transport.pauseProducing()``) and :attr:`XMLStream.paused` is
+true, so a peer that sends without reading what we answer fills its own buffers, not our
+memory; the stanza stream holds its writes meanwhile and writes again on
+:attr:`XMLStream.on_drained`.
 
 All timers use the injected ``reactor`` (an ``IReactorTime``), so tests drive them with
 ``twisted.internet.task.Clock``.
@@ -42,12 +65,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import namespaces
-from .errors import StreamError, StreamErrorCondition, TLSFailure
+from .errors import STARTTLSInjection, StreamError, StreamErrorCondition, TLSFailure
 from .signal import Signal
 from .xmlparser import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_ELEMENT_BYTES,
     ElementReceived,
+    Event,
     StreamFooter,
     StreamHeader,
     XMLStreamParseError,
@@ -64,13 +88,15 @@ ElementHandler = Callable[[etree._Element], None]
 _CONNECTION_LOST: Final = Failure(ConnectionError("connection lost"))  # type: ignore[no-untyped-call]
 
 
-@implementer(interfaces.IHandshakeListener)
+@implementer(interfaces.IHandshakeListener, interfaces.IPushProducer)
 class XMLStream(Protocol):
     """One XML stream to a server; see the module documentation.
 
     :param to: the domain the stream is addressed to (our header's ``to``).
     :param reactor: the clock for timeouts (an ``IReactorTime``).
-    :param close_timeout: seconds :meth:`close` waits for the peer's footer.
+    :param close_timeout: seconds :meth:`close` waits for the peer's footer, and the longest
+        the transport is kept after we ended the stream with an error, for the error to be
+        written.
     :param max_element_bytes: passed to the parser.
     :param max_depth: passed to the parser.
     """
@@ -100,6 +126,11 @@ class XMLStream(Protocol):
         self.sasl_channel_binding: str | None = None
         #: Emitted once, when the stream starts to end, with the reason (``None``: clean).
         self.on_closing: Signal[[BaseException | None]] = Signal("XMLStream.on_closing")
+        #: Emitted when the transport resumed us: what was waiting to be written has drained
+        #: and reading goes on (see :attr:`paused`).
+        self.on_drained: Signal[[]] = Signal("XMLStream.on_drained")
+        self._paused = False
+        self._reading_paused = False
         self._parser = XMLStreamParser(max_element_bytes=max_element_bytes, max_depth=max_depth)
         self._queue: deque[etree._Element] = deque()
         self._waiters: deque[defer.Deferred[etree._Element]] = deque()
@@ -109,6 +140,16 @@ class XMLStream(Protocol):
         self._handshake_waiters: list[defer.Deferred[None]] = []
         self._closing_reason: BaseException | None = None
         self._closing = False
+        # we ended the stream because of an error: what the peer sends is ignored
+        self._failing = False
+        # a stream error or footer of ours is being written before the close
+        self._delivering = False
+        # bumped whenever received input is discarded: events parsed before are not delivered
+        self._generation = 0
+        # the answer to <starttls/> is awaited: input is parsed up to its end only
+        self._reading_tls_answer = False
+        # once it was read: the bytes that followed it, held unparsed (None otherwise)
+        self._plaintext_tail: bytes | None = None
         self._close_timer: interfaces.IDelayedCall | None = None
         self._lost: list[defer.Deferred[BaseException | None]] = []
         self._lost_reason: BaseException | None = None
@@ -128,6 +169,15 @@ class XMLStream(Protocol):
         get_handle = getattr(self.transport, "getHandle", None)
         handle = get_handle() if get_handle is not None else None
         return handle if isinstance(handle, SSL.Connection) else None
+
+    @property
+    def paused(self) -> bool:
+        """True while the transport's write buffer is over its high-water mark.
+
+        Nothing is read from the peer meanwhile; writers should hold back until
+        :attr:`on_drained`.
+        """
+        return self._paused
 
     def when_lost(self) -> defer.Deferred[BaseException | None]:
         """A Deferred firing with the final reason (``None`` when clean) once disconnected."""
@@ -157,24 +207,44 @@ class XMLStream(Protocol):
     def restart(self) -> None:
         """Start a new stream on the same transport (after STARTTLS and SASL success).
 
-        The parser forgets the old document and our new header is sent; the peer answers with
-        its own header and new features.
+        Everything received so far and not yet taken is discarded -- elements waiting in the
+        queue, the parser's state and any bytes it buffered -- and our new header is sent; the
+        peer answers with its own header and new features.
         """
+        self._discard_input()
+        self._send_header()
+
+    def _discard_input(self) -> None:
+        """Forget everything received: the parser's document, its buffer and queued elements."""
+        if self._queue:
+            self.log.info("discarding {n} elements received before the stream changed",
+                          n=len(self._queue))  # fmt: skip
+            self._queue.clear()
         self._parser.reset()
         self.peer_header = None
-        self._send_header()
+        self._generation += 1
 
     def _send_header(self) -> None:
         self.send_raw(stream_header(to=self.to, from_=self.from_))
 
     # -- receiving ------------------------------------------------------------------------
 
-    def next_element(self, timeout: float | None = None) -> defer.Deferred[etree._Element]:
+    def next_element(
+        self, timeout: float | None = None, *, last_in_plaintext: bool = False
+    ) -> defer.Deferred[etree._Element]:
         """The next top-level element from the peer (for step-by-step negotiation).
 
         Fails with the stream's failure if the stream ends first, and with
         :class:`TimeoutError` after *timeout* seconds.
+
+        :param last_in_plaintext: the element is the answer to ``<starttls/>``: input is parsed
+            only up to its closing ``>``; what follows is held, unparsed, for :meth:`start_tls`
+            to check (it must be nothing), and parsed only if the stream goes on without TLS
+            (the next :meth:`next_element`, or :meth:`close`).
         """
+        self._release_plaintext()
+        if last_in_plaintext:
+            self._reading_tls_answer = True
         if self._queue:
             return defer.succeed(self._queue.popleft())
         if self._done or self._closing:
@@ -196,8 +266,35 @@ class XMLStream(Protocol):
     def start_tls(
         self, creator: interfaces.IOpenSSLClientConnectionCreator, timeout: float | None = None
     ) -> defer.Deferred[None]:
-        """Switch the transport to TLS; the Deferred fires when the handshake completed."""
+        """Switch the transport to TLS; the Deferred fires when the handshake completed.
+
+        Call it on the peer's ``<proceed/>``, read with ``next_element(last_in_plaintext=True)``.
+        TLS starts right after its closing ``>`` (RFC 6120 §5.4.2.3), so anything the peer sent
+        after it in plaintext is a protocol violation, and the way a man in the middle would
+        inject stream features: then TLS is not started, nothing more is written (the peer
+        expects a TLS handshake), the TCP connection is closed and the Deferred fails with
+        :class:`~txxmppnode.errors.STARTTLSInjection` -- as it does when the ``<proceed/>``
+        arrived with earlier data, before ``<starttls/>`` was sent.  Otherwise everything
+        received in plaintext is discarded before the handshake starts.
+
+        :raises RuntimeError: if the answer to ``<starttls/>`` was not read as described.
+        """
         assert self.transport is not None
+        if self._closing:
+            return defer.fail(self._closing_reason or ConnectionError("the XML stream is closed"))
+        tail, self._plaintext_tail = self._plaintext_tail, None
+        if tail is None and not self._reading_tls_answer:
+            raise RuntimeError("start_tls() before next_element(last_in_plaintext=True)")
+        if tail is None or tail:
+            if tail is None:
+                problem = "the server's <proceed/> arrived before <starttls/> was sent"
+            else:
+                problem = f"the server sent {len(tail)} bytes of plaintext after <proceed/>"
+            error = STARTTLSInjection(f"{problem}; TLS was not started and nothing was used")
+            self.log.warn("{error}", error=error)
+            self._fail(error, footer=False)
+            return defer.fail(error)
+        self._discard_input()
         done = self.when_handshake_done(timeout)
         self.transport.startTLS(creator)  # type: ignore[attr-defined]
         return done
@@ -227,28 +324,47 @@ class XMLStream(Protocol):
 
     # -- closing --------------------------------------------------------------------------
 
-    def close(self) -> defer.Deferred[BaseException | None]:
+    def close(self, reason: BaseException | None = None) -> defer.Deferred[BaseException | None]:
         """Close cleanly: send our footer, wait up to ``close_timeout`` for the peer's, drop.
 
-        The Deferred fires (with the final reason) once the transport is gone.
+        :param reason: why the stream ends when that is not a clean close (a negotiation that
+            failed after whatever we had to tell the peer was sent, ``<abort/>`` say); it is
+            the reason ``on_closing`` and :meth:`when_lost` report instead of ``None``.
+
+        The Deferred fires (with the final reason) once the transport is gone.  Nothing is
+        written if the stream is closing already.
         """
         lost = self.when_lost()
         if self.is_open:
-            self._begin_closing(None)
+            self._begin_closing(reason)
             assert self.transport is not None
             self.transport.write(STREAM_FOOTER)
-            self._close_timer = self.reactor.callLater(self.close_timeout, self._close_timed_out)
+            self._arm_close_timer()
+            self._release_plaintext()  # the peer's footer may be there
         return lost
 
     def abort(self, reason: BaseException | None = None) -> None:
-        """Drop the transport at once, without a footer."""
+        """Drop the transport at once, without a footer.
+
+        Except while a stream error of ours is on its way (a refusal of the peer's input, or
+        :meth:`fail`): the transport then closes once the error is written, and is dropped
+        ``close_timeout`` after the error at the latest -- never with the error unwritten.
+        """
         self._begin_closing(reason or ConnectionError("the XML stream was aborted"))
-        if self.transport is not None and not self._done:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+        self._failing = True
+        if self.transport is None or self._done:
+            return
+        if self._delivering and self._close_timer is not None:
+            return
+        self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _arm_close_timer(self) -> None:
+        if self._close_timer is None and not self._done:
+            self._close_timer = self.reactor.callLater(self.close_timeout, self._close_timed_out)
 
     def _close_timed_out(self) -> None:
         self._close_timer = None
-        self.log.info("no stream footer from the peer within {timeout}s; dropping",
+        self.log.info("the stream did not close within {timeout}s; dropping the connection",
                       timeout=self.close_timeout)  # fmt: skip
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
@@ -275,16 +391,25 @@ class XMLStream(Protocol):
             element.append(detail)
         self._fail(error, send=element)
 
-    def _fail(self, reason: BaseException, *, send: etree._Element | None = None) -> None:
-        """End the stream because of *reason*, sending the stream error *send* first."""
+    def _fail(
+        self, reason: BaseException, *, send: etree._Element | None = None, footer: bool = True
+    ) -> None:
+        """End the stream because of *reason*: write the stream error *send* and our footer
+        (unless *footer* is false), close once they are written, drop after ``close_timeout``.
+        """
         if self._closing:
             return
         self._begin_closing(reason)
+        self._failing = True
         assert self.transport is not None
-        if send is not None:
-            self.transport.write(serialize(send))
-        self.transport.write(STREAM_FOOTER)
+        data = serialize(send) if send is not None else b""
+        if footer:
+            data += STREAM_FOOTER
+        if data:
+            self._delivering = True
+            self.transport.write(data)
         self.transport.loseConnection()
+        self._arm_close_timer()
 
     def _refuse(self, condition: StreamErrorCondition, text: str) -> None:
         """Send a stream error about the peer's input and end the stream."""
@@ -292,28 +417,115 @@ class XMLStream(Protocol):
         self.log.warn("refusing the peer's stream: {error}", error=error)
         self._fail(error, send=error.to_element())
 
+    # -- IPushProducer: the transport tells us when its write buffer is full ---------------
+
+    def pauseProducing(self) -> None:
+        """The transport's write buffer is over its high-water mark: stop reading.
+
+        Except during a TLS handshake: TLS holds what we wrote until the handshake is done
+        (and pauses us meanwhile), and the handshake needs the peer's answers read.
+        """
+        if self._paused or self._done:
+            return
+        self._paused = True
+        if self.tls_connection is not None and not self.tls_handshake_done:
+            return
+        self.log.debug("the peer is not reading what we write; reading paused")
+        assert self.transport is not None
+        self._reading_paused = True
+        self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def resumeProducing(self) -> None:
+        """The transport's write buffer drained: read again and let writers go on."""
+        if not self._paused or self._done:
+            return
+        self._paused = False
+        if self._reading_paused:
+            self._reading_paused = False
+            self.log.debug("write buffer drained; reading again")
+            assert self.transport is not None
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+        self.on_drained.emit()
+
+    def stopProducing(self) -> None:
+        """The transport is going away; :meth:`connectionLost` follows."""
+        self._paused = self._reading_paused = False
+
     # -- Protocol -------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
         self._connected = True
         self.last_received = self.reactor.seconds()
+        register = getattr(self.transport, "registerProducer", None)
+        if register is not None:
+            register(self, True)
         self._send_header()
 
     def dataReceived(self, data: bytes) -> None:
         self.last_received = self.reactor.seconds()
-        if self._closing and self._closing_reason is not None:
-            return  # failing: nothing the peer says matters any more
-        try:
-            events = self._parser.feed(data)
-        except XMLStreamParseError as refusal:
-            for event in refusal.events_before:
-                self._on_event(event)
-            self._refuse(refusal.condition, str(refusal))
+        if self._failing:
+            return  # nothing the peer says matters any more
+        if self._plaintext_tail is not None:
+            self._plaintext_tail += data  # after the answer to <starttls/>: held
             return
-        for event in events:
-            if self._done or (self._closing and self._closing_reason is not None):
+        if self._reading_tls_answer:
+            self._read_tls_answer(data)
+            return
+        events = self._feed(data)
+        if events:
+            self._deliver(events)
+
+    def _feed(self, data: bytes) -> list[Event] | None:
+        """Parse *data*; on a refusal, deliver what came before it, refuse, return ``None``."""
+        try:
+            return self._parser.feed(data)
+        except XMLStreamParseError as refusal:
+            self._deliver(refusal.events_before)
+            self._refuse(refusal.condition, str(refusal))
+            return None
+
+    def _deliver(self, events: list[Event]) -> None:
+        """Hand *events* on in order, until the stream fails or the input is discarded."""
+        generation = self._generation
+        remaining = iter(events)
+        for event in remaining:
+            if self._done or self._failing:
+                return
+            if self._generation != generation:
+                dropped = 1 + sum(1 for _ in remaining)
+                self.log.info("discarding {n} events received before the stream changed",
+                              n=dropped)  # fmt: skip
                 return
             self._on_event(event)
+
+    def _read_tls_answer(self, data: bytes) -> None:
+        """Parse *data* up to the closing ``>`` of the answer to ``<starttls/>``, hold the rest.
+
+        Input is fed in pieces that end at a ``>``, the only byte that can complete an
+        element, so the bytes after the answer are known exactly; they are held before the
+        answer is delivered, for :meth:`start_tls` to check.
+        """
+        start = 0
+        while start < len(data) and self._reading_tls_answer and not self._failing:
+            end = data.find(b">", start)
+            stop = len(data) if end < 0 else end + 1
+            events = self._feed(data[start:stop])
+            start = stop
+            if not events:
+                continue
+            if any(isinstance(event, ElementReceived) for event in events):
+                self._reading_tls_answer = False
+                self._plaintext_tail = data[start:]
+                start = len(data)
+            self._deliver(events)
+
+    def _release_plaintext(self) -> None:
+        """The stream goes on without TLS: parse what followed the answer to ``<starttls/>``."""
+        tail, self._plaintext_tail = self._plaintext_tail, None
+        if tail and not self._failing:
+            events = self._feed(tail)
+            if events:
+                self._deliver(events)
 
     def _on_event(self, event: StreamHeader | ElementReceived | StreamFooter) -> None:
         if isinstance(event, ElementReceived):

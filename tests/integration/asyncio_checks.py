@@ -355,7 +355,7 @@ EXPECTED: Final[dict[str, dict[str, Any]]] = {
         "core_service": "txxmppnode.presence",
         "face_state_is_core_state": True,
         "stanza_show": "away",
-        "shutdowns": ["shut down by PresenceManagedClient"],
+        "shutdowns": [],  # services live as long as the client: a stop shuts none down
         "running": False,
     },
     "low_level": {

@@ -1,4 +1,7 @@
-"""Client against the real Prosody, with faults from the test-controlled proxy."""
+"""Client against the real servers, with faults from the test-controlled proxy.
+
+The scenarios that take ``xmpp_server`` (or ``make_xmpp_server``) run against Prosody and
+against ejabberd."""
 
 from __future__ import annotations
 
@@ -9,13 +12,19 @@ from typing import Any
 import pytest
 from twisted.internet import defer
 
+from tests.conftest import XMPPServer
 from tests.support.prosody import ProsodyServer
 from tests.support.proxy import FaultProxy
 from tests.support.reactor import ReactorThread
 from txxmppnode import JID, Message
 from txxmppnode.client import Client
 from txxmppnode.connector import STARTTLSConnector
-from txxmppnode.errors import AuthenticationFailure, FatalStreamError, StreamErrorCondition
+from txxmppnode.errors import (
+    AuthenticationFailure,
+    FatalStreamError,
+    SASLUnavailable,
+    StreamErrorCondition,
+)
 from txxmppnode.presence import PresenceManagedClient, PresenceServer
 from txxmppnode.presence_state import PresenceState
 from txxmppnode.security_layer import make
@@ -53,12 +62,13 @@ def clients(
     made: list[Client] = []
 
     def make_client(
-        server: ProsodyServer,
+        server: XMPPServer,
         account: str = "juliet",
         *,
         port: int | None = None,
         password: str | None = None,
         cls: type[Client] = Client,
+        resource: str = "node",
         **options: Any,
     ) -> Client:
         security = make(
@@ -66,7 +76,7 @@ def clients(
             trust_root=str(server.ca_pem_path),
         )
         client = cls(
-            JID.fromstr(server.jid(account) + "/node"),
+            JID.fromstr(f"{server.jid(account)}/{resource}"),
             security,
             override_peer=[("127.0.0.1", port or server.starttls_port, STARTTLSConnector())],
             negotiation_timeout=timedelta(seconds=5),
@@ -91,16 +101,16 @@ def start_and_wait(reactor_thread: ReactorThread, client: Client) -> None:
 
 
 def test_start_establishes_a_bound_stream_and_sends(
-    prosody: ProsodyServer, clients: Callable[..., Client], reactor_thread: ReactorThread
+    xmpp_server: XMPPServer, clients: Callable[..., Client], reactor_thread: ReactorThread
 ) -> None:
-    juliet = clients(prosody)
-    romeo = clients(prosody, "romeo")
+    juliet = clients(xmpp_server)
+    romeo = clients(xmpp_server, "romeo")
     recorder = Recorder(juliet)
     start_and_wait(reactor_thread, juliet)
     start_and_wait(reactor_thread, romeo)
     assert recorder.names() == ["before_stream_established", "on_stream_established"]
     assert juliet.established and juliet.running and not juliet.suspended
-    assert str(juliet.local_jid) == prosody.jid("juliet") + "/node"
+    assert str(juliet.local_jid) == xmpp_server.jid("juliet") + "/node"
     assert juliet.stream.sm_enabled
 
     async def exchange() -> str:
@@ -127,14 +137,14 @@ def test_enqueue_needs_an_established_stream(
 
 
 def test_cut_connection_is_suspended_then_resumed_and_nothing_lost(
-    prosody: ProsodyServer,
+    xmpp_server: XMPPServer,
     clients: Callable[..., Client],
     reactor_thread: ReactorThread,
     make_fault_proxy: Callable[..., FaultProxy],
 ) -> None:
-    proxy = make_fault_proxy(prosody.starttls_port)
-    juliet = clients(prosody, port=proxy.port)
-    romeo = clients(prosody, "romeo")
+    proxy = make_fault_proxy(xmpp_server.starttls_port)
+    juliet = clients(xmpp_server, port=proxy.port)
+    romeo = clients(xmpp_server, "romeo")
     start_and_wait(reactor_thread, juliet)
     start_and_wait(reactor_thread, romeo)
     recorder = Recorder(juliet)
@@ -167,12 +177,12 @@ def test_cut_connection_is_suspended_then_resumed_and_nothing_lost(
     assert juliet.established
 
 
-def test_prosody_restart_destroys_and_reestablishes_and_presence_is_resent(
-    make_prosody: Callable[..., ProsodyServer],
+def test_server_restart_destroys_and_reestablishes_and_presence_is_resent(
+    make_xmpp_server: Callable[..., XMPPServer],
     clients: Callable[..., Client],
     reactor_thread: ReactorThread,
 ) -> None:
-    server = make_prosody()
+    server = make_xmpp_server()
     juliet = clients(server, cls=PresenceManagedClient)
     assert isinstance(juliet, PresenceManagedClient)
     recorder = Recorder(juliet)
@@ -206,13 +216,13 @@ def test_prosody_restart_destroys_and_reestablishes_and_presence_is_resent(
 
 
 def test_wrong_password_fails_after_one_attempt(
-    prosody: ProsodyServer,
+    xmpp_server: XMPPServer,
     clients: Callable[..., Client],
     reactor_thread: ReactorThread,
     make_fault_proxy: Callable[..., FaultProxy],
 ) -> None:
-    proxy = make_fault_proxy(prosody.starttls_port)
-    juliet = clients(prosody, port=proxy.port, password="wrong")
+    proxy = make_fault_proxy(xmpp_server.starttls_port)
+    juliet = clients(xmpp_server, port=proxy.port, password="wrong")
     recorder = Recorder(juliet)
 
     def start() -> defer.Deferred[Any]:
@@ -383,13 +393,13 @@ def test_use_connected_gives_the_stream_and_stops_after_the_block(
 
 
 def test_tcp_closed_without_a_footer_reconnects(
-    prosody: ProsodyServer,
+    xmpp_server: XMPPServer,
     clients: Callable[..., Client],
     reactor_thread: ReactorThread,
     make_fault_proxy: Callable[..., FaultProxy],
 ) -> None:
-    proxy = make_fault_proxy(prosody.starttls_port)
-    juliet = clients(prosody, port=proxy.port)
+    proxy = make_fault_proxy(xmpp_server.starttls_port)
+    juliet = clients(xmpp_server, port=proxy.port)
     start_and_wait(reactor_thread, juliet)
     recorder = Recorder(juliet)
 
@@ -406,3 +416,60 @@ def test_tcp_closed_without_a_footer_reconnects(
     assert "without the server's stream footer" in str(reason)
     assert recorder.names() == ["on_stream_suspended", "on_stream_resumed"]
     assert proxy.connections_accepted == 2
+
+
+def test_no_acceptable_mechanism_stops_the_client_after_one_attempt(
+    make_prosody: Callable[..., ProsodyServer],
+    clients: Callable[..., Client],
+    reactor_thread: ReactorThread,
+    make_fault_proxy: Callable[..., FaultProxy],
+) -> None:
+    # only ANONYMOUS offered: no retry can fix that, so no back-off loop either
+    server = make_prosody(config_lua='authentication = "anonymous"', accounts=())
+    proxy = make_fault_proxy(server.starttls_port)
+    juliet = clients(server, port=proxy.port, password="any")
+
+    def start() -> defer.Deferred[Any]:
+        failed = juliet.on_failure.next()
+        juliet.start()
+        return failed
+
+    error = reactor_thread.run(start, timeout=15)
+    assert isinstance(error, SASLUnavailable)
+    assert not juliet.running
+    assert proxy.connections_accepted == 1
+
+
+def test_a_clean_stop_acknowledges_so_nothing_is_delivered_again_elsewhere(
+    xmpp_server: XMPPServer, clients: Callable[..., Client], reactor_thread: ReactorThread
+) -> None:
+    first = clients(xmpp_server, resource="first")
+    second = clients(xmpp_server, resource="second")
+    romeo = clients(xmpp_server, "romeo")
+    for client in (first, second, romeo):
+        start_and_wait(reactor_thread, client)
+    got_first: list[str] = []
+    got_second: list[str] = []
+    sentinel: defer.Deferred[None] = defer.Deferred()
+
+    def at_second(message: Any) -> None:
+        got_second.append(str(message.body))
+        if message.body == "sentinel" and not sentinel.called:
+            sentinel.callback(None)
+
+    async def scenario() -> None:
+        arrived: defer.Deferred[Any] = defer.Deferred()
+        first.stream.register_message_callback("chat", None, arrived.callback)
+        second.stream.register_message_callback("chat", None, at_second)
+        to_first = Message(to=str(first.local_jid), type_="chat", body="once")
+        await romeo.send(to_first)
+        got_first.append(str((await arrived).body))
+        await first.stop()  # received, not yet acknowledged unless the stop says so
+        await romeo.send(Message(to=str(second.local_jid), type_="chat", body="sentinel"))
+        await sentinel
+
+    reactor_thread.run(lambda: defer.Deferred.fromCoroutine(scenario()), timeout=15)
+    assert got_first == ["once"]
+    # a server redelivers unacknowledged messages of a closed session to the other resources
+    # (before the sentinel, which was sent after the stop): none may come
+    assert got_second == ["sentinel"]

@@ -1,5 +1,5 @@
-"""The Client scenarios of :mod:`tests.integration.client_scenarios`, on both faces, and the
-asyncio face's own checks (:mod:`tests.integration.asyncio_checks`).
+"""The Client scenarios of :mod:`tests.integration.client_scenarios`, on both faces and against
+both servers, and the asyncio face's own checks (:mod:`tests.integration.asyncio_checks`).
 
 The Twisted face runs in this process's reactor thread.  The asyncio face cannot: this process
 has Twisted's default reactor installed, and the asyncio face installs the asyncio reactor on
@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from twisted.internet import defer
 
+from tests.conftest import XMPPServer
 from tests.integration.asyncio_checks import CHECKS
 from tests.integration.asyncio_checks import EXPECTED as ASYNCIO_EXPECTED
 from tests.integration.client_scenarios import (
@@ -61,9 +62,10 @@ def run_module(module: str, name: str, server: ServerInfo) -> Any:
 @pytest.mark.parametrize("face", ["twisted", "asyncio"])
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_scenario(
-    name: str, face: str, prosody: ProsodyServer, reactor_thread: ReactorThread
+    name: str, face: str, xmpp_server: XMPPServer, reactor_thread: ReactorThread
 ) -> None:
-    server = ServerInfo.of(prosody)
+    """Each scenario, on each face, against each server (Prosody and ejabberd)."""
+    server = ServerInfo.of(xmpp_server)
     if face == "twisted":
         outcome = run_twisted(name, server, reactor_thread)
     else:

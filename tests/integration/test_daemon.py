@@ -1,4 +1,4 @@
-"""``twistd -n xmppnode`` run for real, as a subprocess, against the session's Prosody.
+"""``twistd -n xmppnode`` run for real, as a subprocess, against the session's Prosody and ejabberd.
 
 The node runs on a fresh account that an *observer* account is subscribed to (the module
 fixture sets that up over XMPP: the observer asks, the node's account approves), so the
@@ -28,7 +28,8 @@ from typing import Any, Generic, TypeVar
 import pytest
 from twisted.internet import defer
 
-from tests.support.prosody import Account, ProsodyServer
+from tests.conftest import SERVER_KINDS, XMPPServer
+from tests.support.prosody import Account
 from tests.support.proxy import FaultProxy
 from tests.support.reactor import ReactorThread
 from txxmppnode import JID, Message, MessageType, Presence, PresenceShow, PresenceType
@@ -158,7 +159,7 @@ class Accounts:
     observer: Account
 
 
-def _client(server: ProsodyServer, account: Account, resource: str, cls: type[C]) -> C:
+def _client(server: XMPPServer, account: Account, resource: str, cls: type[C]) -> C:
     client = cls(
         JID.fromstr(f"{account.jid}/{resource}"),
         make(account.password, trust_root=str(server.ca_pem_path)),
@@ -195,15 +196,22 @@ class Inbox(Generic[T]):
         return waiter
 
 
+@pytest.fixture(scope="module", params=SERVER_KINDS)
+def server(request: pytest.FixtureRequest) -> XMPPServer:
+    """The session's Prosody, then its ejabberd: every daemon test runs against each."""
+    chosen: XMPPServer = request.getfixturevalue(request.param)
+    return chosen
+
+
 @pytest.fixture(scope="module")
-def accounts(prosody: ProsodyServer, reactor_thread: ReactorThread) -> Accounts:
+def accounts(server: XMPPServer, reactor_thread: ReactorThread) -> Accounts:
     """Two fresh accounts; the observer is subscribed to the node's presence."""
-    node = prosody.register()
-    observer = prosody.register()
+    node = server.register()
+    observer = server.register()
 
     async def subscribe() -> None:
-        asker = _client(prosody, observer, "setup", PresenceManagedClient)
-        approver = _client(prosody, node, "setup", Client)
+        asker = _client(server, observer, "setup", PresenceManagedClient)
+        approver = _client(server, node, "setup", Client)
         approved: Inbox[Presence] = Inbox()
         asker.stream.register_presence_callback(None, JID.fromstr(f"{node.jid}/setup"),
                                                 approved.add)  # fmt: skip
@@ -265,10 +273,10 @@ class Observer:
 
 @pytest.fixture
 def observer(
-    prosody: ProsodyServer, accounts: Accounts, reactor_thread: ReactorThread
+    server: XMPPServer, accounts: Accounts, reactor_thread: ReactorThread
 ) -> Iterator[Observer]:
     """The observer online (available, so that presence broadcasts reach it)."""
-    client = _client(prosody, accounts.observer, "observer", PresenceManagedClient)
+    client = _client(server, accounts.observer, "observer", PresenceManagedClient)
     watcher = Observer(client)
 
     def start() -> defer.Deferred[Any]:
@@ -282,7 +290,7 @@ def observer(
 
 
 def node_args(
-    prosody: ProsodyServer, accounts: Accounts, tmp_path: Path, resource: str, port: int
+    server: XMPPServer, accounts: Accounts, tmp_path: Path, resource: str, port: int
 ) -> list[str]:
     """The options of a node on *port* of 127.0.0.1, password from a 0600 file."""
     password_file = tmp_path / "password"
@@ -294,7 +302,7 @@ def node_args(
         f"--password-file={password_file}",
         "--host=127.0.0.1",
         f"--port={port}",
-        f"--ca-file={prosody.ca_pem_path}",
+        f"--ca-file={server.ca_pem_path}",
         "--handler=echo",
         "--metrics=tcp:0:interface=127.0.0.1",
     ]
@@ -337,14 +345,14 @@ EXPECTED_FAMILIES = {
 
 
 def test_comes_online_echoes_serves_metrics_and_goes_offline_on_sigterm(
-    prosody: ProsodyServer,
+    server: XMPPServer,
     accounts: Accounts,
     observer: Observer,
     reactor_thread: ReactorThread,
     run_daemon: Callable[..., Daemon],
     tmp_path: Path,
 ) -> None:
-    args = node_args(prosody, accounts, tmp_path, "first", prosody.starttls_port)
+    args = node_args(server, accounts, tmp_path, "first", server.starttls_port)
     args += ["--presence=chat", "--status=at your service", "--priority=5",
              "--offline-status=gone fishing", "--handler=log"]  # fmt: skip
     node = run_daemon(*args)
@@ -398,7 +406,7 @@ def test_comes_online_echoes_serves_metrics_and_goes_offline_on_sigterm(
 
 
 def test_survives_a_tcp_cut_without_losing_a_message(
-    prosody: ProsodyServer,
+    server: XMPPServer,
     accounts: Accounts,
     observer: Observer,
     reactor_thread: ReactorThread,
@@ -406,8 +414,8 @@ def test_survives_a_tcp_cut_without_losing_a_message(
     run_daemon: Callable[..., Daemon],
     tmp_path: Path,
 ) -> None:
-    proxy = make_fault_proxy(prosody.starttls_port)
-    node = run_daemon(*node_args(prosody, accounts, tmp_path, "cut", proxy.port))
+    proxy = make_fault_proxy(server.starttls_port)
+    node = run_daemon(*node_args(server, accounts, tmp_path, "cut", proxy.port))
     full_jid = f"{accounts.node.jid}/cut"
     node.wait_for(rf"established: {re.escape(full_jid)} ", timeout=START_TIMEOUT)
     reactor_thread.run(observer.presence_from, full_jid, PresenceType.AVAILABLE)
@@ -447,15 +455,78 @@ def test_survives_a_tcp_cut_without_losing_a_message(
     node.wait_for(r"SIGINT: stopping")
 
 
+@pytest.mark.parametrize("policy", ["default", "listed", "elsewhere"])
+def test_a_peer_that_is_not_subscribed_asks_and_is_answered_by_the_policy(
+    server: XMPPServer,
+    accounts: Accounts,
+    policy: str,
+    reactor_thread: ReactorThread,
+    run_daemon: Callable[..., Daemon],
+    tmp_path: Path,
+) -> None:
+    stranger = server.register()
+    args = node_args(server, accounts, tmp_path, f"sub-{policy}", server.starttls_port)
+    if policy == "listed":
+        args.append(f"--subscriptions=someone@else.example,{stranger.jid}")
+    elif policy == "elsewhere":
+        args.append("--subscriptions=else.example")
+    node = run_daemon(*args)
+    full_jid = f"{accounts.node.jid}/sub-{policy}"
+    node.wait_for(rf"established: {re.escape(full_jid)} ", timeout=START_TIMEOUT)
+    client = _client(server, stranger, "peer", PresenceManagedClient)
+    presences: Inbox[Presence] = Inbox()
+    client.stream.register_presence_callback(None, None, presences.add)
+
+    def is_online(presence: Presence) -> bool:
+        return str(presence.from_) == full_jid and presence.type_ is PresenceType.AVAILABLE
+
+    async def ask() -> list[Presence]:
+        online = client.on_stream_established.next()
+        client.presence = PresenceState(True)
+        await online
+        client.enqueue(Presence(to=JID.fromstr(accounts.node.jid), type_="subscribe"))
+        # approved: the server sends the node's current presence
+        return await presences.when(lambda items: any(is_online(p) for p in items))
+
+    try:
+        if policy == "elsewhere":
+            reactor_thread.run(lambda: defer.Deferred.fromCoroutine(client_online(client)))
+            reactor_thread.run(
+                client.enqueue, Presence(to=JID.fromstr(accounts.node.jid), type_="subscribe")
+            )
+            node.wait_for(
+                rf"subscription request from {re.escape(stranger.jid)} ignored "
+                r"\(policy: else\.example\)"
+            )
+            # not approved: nothing tells the requester that the node is online
+            assert not [p for p in presences.items if is_online(p)]
+            return
+        seen = reactor_thread.run(lambda: defer.Deferred.fromCoroutine(ask()), timeout=STEP_TIMEOUT)
+        # how the approval itself reaches the requester differs (ejabberd forwards the
+        # <presence type='subscribed'/>, Prosody 0.12 sends an unavailable presence from the
+        # bare JID first): what both do, as RFC 6121 §3.1.5 says, is send the node's presence
+        # once it approved
+        node.wait_for(rf"subscription request from {re.escape(stranger.jid)} approved")
+        assert any(str(p.from_) == full_jid for p in seen)
+    finally:
+        reactor_thread.run(client.stop, timeout=STEP_TIMEOUT)
+
+
+async def client_online(client: PresenceManagedClient) -> None:
+    online = client.on_stream_established.next()
+    client.presence = PresenceState(True)
+    await online
+
+
 def test_the_example_bot_of_the_operations_guide(
-    prosody: ProsodyServer,
+    server: XMPPServer,
     accounts: Accounts,
     observer: Observer,
     reactor_thread: ReactorThread,
     run_daemon: Callable[..., Daemon],
     tmp_path: Path,
 ) -> None:
-    args = node_args(prosody, accounts, tmp_path, "bot", prosody.starttls_port)
+    args = node_args(server, accounts, tmp_path, "bot", server.starttls_port)
     args = [a for a in args if a != "--handler=echo"] + ["--handler=ping_bot:make_bot"]
     node = run_daemon(*args, env={"PYTHONPATH": str(ROOT / "examples")})
     full_jid = f"{accounts.node.jid}/bot"
@@ -471,16 +542,16 @@ def test_the_example_bot_of_the_operations_guide(
 
 
 def test_a_stream_error_is_logged_and_a_fatal_one_ends_with_status_1(
-    prosody: ProsodyServer,
+    server: XMPPServer,
     accounts: Accounts,
     reactor_thread: ReactorThread,
     run_daemon: Callable[..., Daemon],
     tmp_path: Path,
 ) -> None:
-    node = run_daemon(*node_args(prosody, accounts, tmp_path, "taken", prosody.starttls_port))
+    node = run_daemon(*node_args(server, accounts, tmp_path, "taken", server.starttls_port))
     node.wait_for(r"established: ", timeout=START_TIMEOUT)
     # another client binds the same resource: the server ends the node's stream with <conflict/>
-    usurper = _client(prosody, accounts.node, "taken", Client)
+    usurper = _client(server, accounts.node, "taken", Client)
 
     def start() -> defer.Deferred[Any]:
         online = usurper.on_stream_established.next()
@@ -499,15 +570,15 @@ def test_a_stream_error_is_logged_and_a_fatal_one_ends_with_status_1(
 
 
 def test_a_wrong_password_ends_with_a_clear_message_and_status_1(
-    prosody: ProsodyServer, accounts: Accounts, run_daemon: Callable[..., Daemon]
+    server: XMPPServer, accounts: Accounts, run_daemon: Callable[..., Daemon]
 ) -> None:
     wrong = "not-the-password-" + accounts.node.password[:4]
     node = run_daemon(
         f"--jid={accounts.node.jid}",
         "--password-env=NODE_PASSWORD",
         "--host=127.0.0.1",
-        f"--port={prosody.starttls_port}",
-        f"--ca-file={prosody.ca_pem_path}",
+        f"--port={server.starttls_port}",
+        f"--ca-file={server.ca_pem_path}",
         env={"NODE_PASSWORD": wrong},
     )
     assert node.exit_status(START_TIMEOUT) == 1

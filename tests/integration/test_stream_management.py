@@ -14,7 +14,7 @@ import pytest
 from lxml import etree
 from twisted.internet import defer
 
-from tests.support.prosody import ProsodyServer
+from tests.conftest import XMPPServer
 from tests.support.proxy import FaultProxy
 from tests.support.reactor import ReactorThread
 from tests.support.session import Session
@@ -39,27 +39,27 @@ class Inbox:
 
 @pytest.fixture
 def sessions(
-    prosody: ProsodyServer,
+    xmpp_server: XMPPServer,
     reactor_thread: ReactorThread,
     make_fault_proxy: Callable[..., FaultProxy],
 ) -> Iterator[Callable[..., tuple[Session, Session, FaultProxy]]]:
     opened: list[Session] = []
 
     def open_pair(**juliet_options: Any) -> tuple[Session, Session, FaultProxy]:
-        proxy = make_fault_proxy(prosody.starttls_port)
-        ca = str(prosody.ca_pem_path)
+        proxy = make_fault_proxy(xmpp_server.starttls_port)
+        ca = str(xmpp_server.ca_pem_path)
         juliet = Session(
-            JID.fromstr(prosody.jid("juliet")),
-            make(prosody.accounts["juliet"], trust_root=ca),
+            JID.fromstr(xmpp_server.jid("juliet")),
+            make(xmpp_server.accounts["juliet"], trust_root=ca),
             "127.0.0.1",
             proxy.port,
             **juliet_options,
         )
         romeo = Session(
-            JID.fromstr(prosody.jid("romeo")),
-            make(prosody.accounts["romeo"], trust_root=ca),
+            JID.fromstr(xmpp_server.jid("romeo")),
+            make(xmpp_server.accounts["romeo"], trust_root=ca),
             "127.0.0.1",
-            prosody.starttls_port,
+            xmpp_server.starttls_port,
         )
         opened.extend([juliet, romeo])
         for session in (juliet, romeo):

@@ -29,35 +29,33 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import time
-import types
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
 
 import trustme
 
-from tests.support.process import terminate
+from tests.support.local_server import LOOPBACK, Account, LocalServer, free_ports
 
 __all__ = [
     "DEFAULT_ACCOUNTS",
     "DEFAULT_DOMAIN",
     "DEFAULT_MODULES",
+    "LOOPBACK",
     "Account",
     "ProsodyError",
     "ProsodyNotInstalledError",
     "ProsodyServer",
     "ProsodyStartError",
+    "free_ports",
     "write_self_signed_certificate",
 ]
 
 DEFAULT_DOMAIN: Final = "xmppnode.test"
 DEFAULT_ACCOUNTS: Final = ("juliet", "romeo", "nurse")
 DEFAULT_MODULES: Final = ("roster", "saslauth", "tls", "disco", "ping", "smacks")
-LOOPBACK: Final = "127.0.0.1"
 
 _TLS_PROTOCOLS: Final = {"1.2": "tlsv1_2", "1.3": "tlsv1_3"}
 _PASSWORD_HASHES: Final = ("SHA-1", "SHA-256")
@@ -82,15 +80,6 @@ class _PortInUseError(ProsodyStartError):
     """Prosody could not bind one of the chosen ports."""
 
 
-@dataclass(frozen=True)
-class Account:
-    """A registered account on a :class:`ProsodyServer`."""
-
-    localpart: str
-    password: str
-    jid: str
-
-
 def _lua_string(value: str | os.PathLike[str]) -> str:
     """Return *value* as a double-quoted Lua string literal."""
     text = os.fspath(value)
@@ -108,20 +97,6 @@ def _lua_list(values: Iterable[str | int]) -> str:
     """Return a Lua table constructor holding *values* (strings quoted, integers as they are)."""
     items = [str(v) if isinstance(v, int) else _lua_string(v) for v in values]
     return "{ " + ", ".join(items) + " }" if items else "{}"
-
-
-def _free_ports(count: int) -> list[int]:
-    """Return *count* distinct loopback TCP ports that were free a moment ago."""
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind((LOOPBACK, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _tail(text: str, lines: int) -> str:
@@ -172,7 +147,7 @@ def write_self_signed_certificate(
     return cert_path, key_path
 
 
-class ProsodyServer:
+class ProsodyServer(LocalServer):
     """One Prosody instance with its own directory, certificates, ports and accounts.
 
     :param directory: a private directory (created if missing) for the configuration, data,
@@ -199,8 +174,6 @@ class ProsodyServer:
     :param prosody: the ``prosody`` executable (looked up on ``PATH`` when omitted).
     :param prosodyctl: the ``prosodyctl`` executable (looked up on ``PATH`` when omitted).
     """
-
-    host: str = LOOPBACK
 
     def __init__(
         self,
@@ -291,67 +264,7 @@ class ProsodyServer:
         self._console: IO[bytes] | None = None
         self.start_seconds: float | None = None
 
-    # -- public attributes --------------------------------------------------------------------
-
-    @property
-    def starttls_port(self) -> int:
-        """The c2s port (STARTTLS); known once :meth:`start` has run."""
-        return self._require_ports()[0]
-
-    @property
-    def direct_tls_port(self) -> int:
-        """The c2s direct-TLS port (XEP-0368); known once :meth:`start` has run."""
-        return self._require_ports()[1]
-
-    @property
-    def accounts(self) -> Mapping[str, str]:
-        """A read-only view of the registered accounts: local part to password."""
-        return types.MappingProxyType(self._accounts)
-
-    @property
-    def pid(self) -> int | None:
-        """The PID of the running Prosody, or ``None``."""
-        return self._process.pid if self.running and self._process else None
-
-    @property
-    def running(self) -> bool:
-        """Whether the Prosody process is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    def jid(self, localpart: str) -> str:
-        """Return the bare JID ``localpart@domain``."""
-        return f"{localpart}@{self.domain}"
-
-    def account(self, localpart: str) -> Account:
-        """Return the registered account *localpart*."""
-        return Account(localpart, self._accounts[localpart], self.jid(localpart))
-
     # -- logs ---------------------------------------------------------------------------------
-
-    def log_text(self, offset: int = 0) -> str:
-        """Return Prosody's log from byte *offset* on (everything by default)."""
-        return self.log_since(offset)[0]
-
-    def log_since(self, offset: int) -> tuple[str, int]:
-        """Return the log from byte *offset* on, and the offset where that text ends."""
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(offset)
-                data = log.read()
-        except FileNotFoundError:
-            return "", offset
-        return data.decode("utf-8", "replace"), offset + len(data)
-
-    def log_tail(self, lines: int = 60) -> str:
-        """Return the last *lines* lines of Prosody's log."""
-        return _tail(self.log_text(), lines)
-
-    def log_size(self) -> int:
-        """Return the log's current size: an offset for :meth:`log_text` to read what follows."""
-        try:
-            return self.log_path.stat().st_size
-        except FileNotFoundError:
-            return 0
 
     def console_text(self) -> str:
         """Return what Prosody wrote to stdout/stderr (startup and configuration errors)."""
@@ -507,7 +420,7 @@ class ProsodyServer:
             raise ProsodyError("Prosody is already running")
         attempts = 1 if self._ports is not None else _PORT_ATTEMPTS
         for attempt in range(1, attempts + 1):
-            ports = self._ports or tuple(_free_ports(2))
+            ports = self._ports or tuple(free_ports(2))
             starttls_port, direct_tls_port = ports
             self.config_path.write_text(self.config_text(starttls_port, direct_tls_port))
             try:
@@ -581,14 +494,6 @@ class ProsodyServer:
                 )
             time.sleep(_POLL_INTERVAL)
 
-    def _accepts(self, port: int) -> bool:
-        """Return whether a TCP connection to *port* on the loopback address succeeds."""
-        try:
-            with socket.create_connection((self.host, port), timeout=1.0):
-                return True
-        except OSError:
-            return False
-
     def _failure_report(self, headline: str) -> str:
         """Return *headline* with the console output and log tail, for start-up errors."""
         console = self.console_text().strip() or "(empty)"
@@ -598,47 +503,8 @@ class ProsodyServer:
             f"--- last lines of {self.log_path} ---\n{self.log_tail(60) or '(empty)'}"
         )
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop Prosody with SIGTERM, then SIGKILL after *timeout* seconds; safe to repeat."""
-        process, self._process = self._process, None
-        atexit.unregister(self.stop)
-        try:
-            terminate(process, timeout)
-        finally:
-            if self._console is not None:
-                self._console.close()
-                self._console = None
-
     def kill(self) -> None:
         """Kill Prosody with SIGKILL at once (a crash, as seen by clients); safe to repeat."""
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
         self.stop()
-
-    def restart(self) -> None:
-        """Stop and start again on the same ports with the same accounts."""
-        self.stop()
-        self.start()
-
-    def _require_ports(self) -> tuple[int, int]:
-        """Return the ports, or raise if the server never started."""
-        if self._ports is None:
-            raise ProsodyError("the ports are chosen by start(); start the server first")
-        return self._ports
-
-    # -- context manager ----------------------------------------------------------------------
-
-    def __enter__(self) -> ProsodyServer:
-        """Start the server."""
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        """Stop the server."""
-        self.stop()
-
-    def __repr__(self) -> str:
-        """Return a summary with the domain, ports and state."""
-        ports = f"{self._ports[0]}/{self._ports[1]}" if self._ports else "no ports yet"
-        state = f"pid {self.pid}" if self.running else "stopped"
-        return f"<ProsodyServer {self.domain} {ports} {state} in {self.directory}>"

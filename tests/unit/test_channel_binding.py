@@ -200,13 +200,14 @@ def test_tls13_bindings(
     tls13: tuple[SSL.Connection, SSL.Connection],
     ecdsa: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
 ) -> None:
-    """TLS 1.3: tls-exporter (as the server computes it) and tls-server-end-point, no
-    tls-unique."""
+    """TLS 1.3: tls-exporter (as the server computes it), tls-server-end-point, and the
+    pre-RFC 9266 tls-unique: the client's Finished, as the server sees it."""
     client, server = tls13
     assert client.get_protocol_version_name() == "TLSv1.3"
     bindings = channel_bindings(client)
-    assert set(bindings) == {TLS_EXPORTER, TLS_SERVER_END_POINT}
-    assert TLS_UNIQUE not in bindings
+    assert set(bindings) == {TLS_EXPORTER, TLS_SERVER_END_POINT, TLS_UNIQUE}
+    assert bindings[TLS_UNIQUE] == server.get_peer_finished()
+    assert bindings[TLS_UNIQUE] != server.get_finished()
     assert len(bindings[TLS_EXPORTER]) == 32
     assert bindings[TLS_EXPORTER] == server.export_keying_material(EXPORTER_LABEL, 32, None)
     assert bindings[TLS_SERVER_END_POINT] == hashlib.sha256(der(ecdsa[0])).digest()
@@ -280,7 +281,7 @@ def test_ed25519_server_has_no_end_point_binding() -> None:
     key = ed25519.Ed25519PrivateKey.generate()
     server_ctx = server_context(certificate(key, None), key, SSL.TLS1_3_VERSION)
     client, _ = handshake(server_ctx, client_context())
-    assert set(channel_bindings(client)) == {TLS_EXPORTER}
+    assert set(channel_bindings(client)) == {TLS_EXPORTER, TLS_UNIQUE}
 
 
 def test_nothing_before_the_handshake() -> None:

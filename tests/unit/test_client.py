@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
 from txxmppnode import JID
-from txxmppnode.client import Client
+from txxmppnode.client import Client, ClientState
 from txxmppnode.presence import PresenceManagedClient, PresenceServer
 from txxmppnode.presence_state import PresenceState
 from txxmppnode.security_layer import make
@@ -118,7 +118,7 @@ def test_resumption_tries_the_servers_location_first() -> None:
     assert c._peer_options() == [("override.example", 5223, DirectTLSConnector())]
     c.stream._sm.on_enabled("sm-1", True, 300, "[2001:db8::5]:5333")
     assert c._peer_options()[0][0] == "override.example"  # not suspended: no resumption
-    c._suspended = True
+    c._state = ClientState.SUSPENDED
     assert c._peer_options() == [
         ("2001:db8::5", 5333, STARTTLSConnector()),
         ("override.example", 5223, DirectTLSConnector()),

@@ -839,17 +839,48 @@ class CountingDict(dict[Any, Any]):
     __iter__ = keys = values = items = _scan
 
 
+class CountingSet(frozenset[Any]):
+    """A frozenset that counts membership tests and refuses to be iterated."""
+
+    lookups = 0
+
+    def __contains__(self, key: object) -> bool:
+        self.lookups += 1
+        return super().__contains__(key)
+
+    def _scan(self, *args: Any) -> Any:
+        raise AssertionError("the sender set was scanned")
+
+    __iter__ = _scan
+
+
+class Counted:
+    """The look-ups made in all the structures of one callback table."""
+
+    def __init__(self, *structures: CountingDict | CountingSet) -> None:
+        self._structures = structures
+
+    def __len__(self) -> int:
+        return len(self._structures[0])
+
+    @property
+    def lookups(self) -> int:
+        return sum(structure.lookups for structure in self._structures)
+
+
 @contextlib.contextmanager
-def counting_table(dispatcher: Dispatcher, kind: Kind) -> Iterator[CountingDict]:
-    """Swap the kind's callback dict for a :class:`CountingDict` for the duration."""
+def counting_table(dispatcher: Dispatcher, kind: Kind) -> Iterator[Counted]:
+    """Swap the kind's callback table and its indexes for counting ones for the duration."""
     table = getattr(dispatcher, f"_{kind.name}_callbacks")
-    original = table._callbacks
-    assert type(original) is dict
-    table._callbacks = CountingDict(original)
+    originals = (table._callbacks, table._senders, table._any_sender)
+    assert type(table._callbacks) is dict and type(table._any_sender) is dict
+    table._callbacks = CountingDict(table._callbacks)
+    table._senders = CountingSet(table._senders)
+    table._any_sender = CountingDict(table._any_sender)
     try:
-        yield table._callbacks
+        yield Counted(table._callbacks, table._senders, table._any_sender)
     finally:
-        table._callbacks = original
+        table._callbacks, table._senders, table._any_sender = originals
 
 
 @pytest.fixture(scope="module")
@@ -869,14 +900,17 @@ def crowded() -> Iterator[dict[str, Dispatcher]]:
 @pytest.mark.parametrize(
     ("sender", "expected_lookups", "expected_found"),
     [
-        ("stranger@example.com/res", 6, False),  # full sender, nothing matches
-        ("stranger@example.com", 4, False),  # bare sender: full and bare keys coincide
-        (None, 2, False),  # no sender: only the sender wildcards
-        ("user1@example.com/any", 2, True),  # (type, bare) is the second key
-        ("user9997@example.com/x", 2, True),
-        ("user9999@example.com/x", 4, True),  # registered for any type, bare
-        ("user9998@example.com/res", 1, True),  # (type, full) is the first key
-        ("user3@example.com/res", 4, True),  # registered for any type, bare: fourth key
+        # An unknown sender: its full and bare JIDs are not in the sender set, so only the
+        # (type, anyone) table is consulted (anything from anyone needs no look-up).
+        ("stranger@example.com/res", 3, False),
+        ("stranger@example.com", 3, False),
+        (None, 1, False),  # no sender: only the sender wildcards
+        # A known sender: two set look-ups (one when the full JID is known), then the keys.
+        ("user1@example.com/any", 4, True),  # (type, bare) is the second key
+        ("user9997@example.com/x", 4, True),
+        ("user9999@example.com/x", 6, True),  # registered for any type, bare
+        ("user9998@example.com/res", 2, True),  # (type, full) is the first key
+        ("user3@example.com/res", 6, True),  # registered for any type, bare: fourth key
     ],
 )
 def test_dispatch_does_at_most_six_lookups(
@@ -894,13 +928,43 @@ def test_dispatch_does_at_most_six_lookups(
         assert counting.lookups == expected_lookups
 
 
-def test_iq_lookup_is_one_dict_lookup() -> None:
+def test_iq_lookup_is_one_dict_lookup_or_two_when_nothing_matches() -> None:
     dispatcher = Dispatcher()
     for i in range(10_000):
         dispatcher.register_iq_request_handler("get", f"{{urn:x:{i}}}q", handler_a)
     assert type(dispatcher._iq_handlers) is dict
-    counting = CountingDict(dispatcher._iq_handlers)
-    dispatcher._iq_handlers = counting
+    by_enum = dispatcher._iq_handlers = CountingDict(dispatcher._iq_handlers)
+    by_name = dispatcher._iq_handlers_by_name = CountingDict(dispatcher._iq_handlers_by_name)
     assert dispatcher.lookup_iq_request_handler(IQ("get", payload=payload("{urn:x:7}q")))
+    assert (by_name.lookups, by_enum.lookups) == (1, 0)
     assert dispatcher.lookup_iq_request_handler(IQ("set", payload=payload("{urn:x:7}q"))) is None
-    assert counting.lookups == 2
+    assert (by_name.lookups, by_enum.lookups) == (2, 1)
+
+
+def test_iq_lookup_still_refuses_an_invalid_type() -> None:
+    dispatcher = Dispatcher()
+    dispatcher.register_iq_request_handler("get", "{urn:x}q", handler_a)
+    iq = IQ("get", payload=payload("{urn:x}q"))
+    iq.set("type", "fetch")
+    with pytest.raises(ValueError, match="invalid IQ type"):
+        dispatcher.lookup_iq_request_handler(iq)
+
+
+def test_unregistering_removes_the_handler_from_every_index() -> None:
+    dispatcher = Dispatcher()
+    dispatcher.register_iq_request_handler("get", "{urn:x}q", handler_a)
+    dispatcher.unregister_iq_request_handler("get", "{urn:x}q")
+    assert dispatcher.lookup_iq_request_handler(IQ("get", payload=payload("{urn:x}q"))) is None
+    calls: list[str] = []
+    dispatcher.register_message_callback(None, "a@example.com", lambda m: calls.append("a"))
+    dispatcher.register_message_callback("chat", None, lambda m: calls.append("chat"))
+    dispatcher.register_message_callback(None, None, lambda m: calls.append("any"))
+    message = Message(from_="a@example.com/r", type_="chat")
+    assert dispatcher.dispatch_message(message)
+    dispatcher.unregister_message_callback(None, "a@example.com")
+    assert dispatcher.dispatch_message(message)
+    dispatcher.unregister_message_callback("chat", None)
+    assert dispatcher.dispatch_message(message)
+    dispatcher.unregister_message_callback(None, None)
+    assert not dispatcher.dispatch_message(message)
+    assert calls == ["a", "chat", "any"]

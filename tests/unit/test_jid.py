@@ -250,11 +250,13 @@ def test_lenient_mode_refuses_an_unstable_relaxation(monkeypatch: pytest.MonkeyP
     # No real input is known to trigger this guard; an unstable mapping stands in for one.
     monkeypatch.setattr(jid_module, "_relax", lambda part, value: value + "x")
     jid_module._prepare_precis.cache_clear()
+    jid_module._fromstr_cached.cache_clear()
     try:
         with pytest.raises(ValueError, match="localpart is not stable under preparation"):
             JID.fromstr("a b@example.com", strict=False)
     finally:
         jid_module._prepare_precis.cache_clear()
+        jid_module._fromstr_cached.cache_clear()
 
 
 # -- value semantics ----------------------------------------------------------------------------
@@ -317,6 +319,35 @@ def test_bare_and_predicates() -> None:
     assert domain.is_bare and domain.is_domain and domain.bare() is domain
     assert not JID.fromstr("example.com/r").is_domain
     assert hash(full.bare()) == hash(JID("a", "example.com"))
+
+
+def test_parsing_the_same_string_again_gives_the_same_object() -> None:
+    # Received stanzas read their addresses several times; each string is parsed once.
+    text = "Romeo@Example.NET/orchard"
+    jid = JID.fromstr(text)
+    assert JID.fromstr(text) is jid
+    assert jid.bare() is jid.bare() and jid.bare() == JID("romeo", "example.net")
+    assert str(jid) == "romeo@example.net/orchard"
+    lenient = JID.fromstr(text, strict=False)
+    assert lenient == jid
+
+
+def test_invalid_strings_are_refused_every_time() -> None:
+    for _ in range(2):
+        with pytest.raises(ValueError, match="localpart"):
+            JID.fromstr("a@b@example.com")
+    with pytest.raises(TypeError):
+        JID.fromstr(b"example.com")  # type: ignore[arg-type]
+
+
+def test_subclasses_parse_to_their_own_type() -> None:
+    class Account(JID):
+        __slots__ = ()
+
+    parsed = Account.fromstr("a@example.com/r")
+    assert type(parsed) is Account and type(parsed.bare()) is Account
+    assert type(JID.fromstr("a@example.com/r")) is JID
+    assert parsed == JID.fromstr("a@example.com/r")
 
 
 def test_replace() -> None:

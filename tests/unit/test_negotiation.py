@@ -11,7 +11,15 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from txxmppnode import JID
-from txxmppnode.errors import AuthenticationFailure, SASLUnavailable, TLSUnavailable
+from txxmppnode.errors import (
+    AuthenticationFailure,
+    FatalError,
+    SASLUnavailable,
+    STARTTLSInjection,
+    StreamError,
+    StreamErrorCondition,
+    TLSUnavailable,
+)
 from txxmppnode.negotiation import authenticate, negotiate
 from txxmppnode.sasl import SASLProtocolError
 from txxmppnode.security_layer import make
@@ -169,3 +177,242 @@ def test_mechanism_refusal_moves_to_the_next_mechanism(condition: str) -> None:
     stream.dataReceived(f"<success xmlns='{SASL}'/>".encode())
     assert result.called and result.result is None
     assert stream.sasl_mechanism == "PLAIN"
+
+
+def plus_features() -> Any:
+    stream_parser = XMLStreamParser()
+    wanted = (
+        f"<stream:features><mechanisms xmlns='{SASL}'><mechanism>SCRAM-SHA-1-PLUS</mechanism>"
+        "<mechanism>SCRAM-SHA-1</mechanism></mechanisms></stream:features>"
+    )
+    return stream_parser.feed(PEER_HEADER + wanted.encode())[-1].element
+
+
+@pytest.fixture
+def tls13(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the in-memory stream look like TLS 1.3 with both candidate bindings."""
+    import txxmppnode.negotiation as negotiation
+
+    monkeypatch.setattr(XMLStream, "tls_connection", property(lambda self: object()))
+    bindings = {"tls-exporter": b"e" * 32, "tls-unique": b"f" * 32}
+    monkeypatch.setattr(negotiation, "_channel_bindings", lambda stream: bindings)
+
+
+def gs2_header(auth: Any) -> bytes:
+    return base64.b64decode(auth.text).split(b",n=")[0]
+
+
+@pytest.mark.usefixtures("tls13")
+def test_a_refused_binding_guess_is_followed_by_the_next_guess_never_by_plain_scram() -> None:
+    stream, transport = connected()
+    asked: list[int] = []
+
+    def provider(jid: JID, attempt: int) -> str:
+        asked.append(attempt)
+        return "secret"
+
+    result = run_sasl(stream, plus_features(), provider)
+    (first,) = sent_elements(transport)
+    assert first.get("mechanism") == "SCRAM-SHA-1-PLUS"
+    assert gs2_header(first) == b"p=tls-unique,"
+    stream.dataReceived(f"<failure xmlns='{SASL}'><not-authorized/></failure>".encode())
+    (second,) = sent_elements(transport)
+    assert second.get("mechanism") == "SCRAM-SHA-1-PLUS"
+    assert gs2_header(second) == b"p=tls-exporter,"
+    assert asked == [0]  # the same password: a guess is not a new attempt
+    stream.dataReceived(f"<failure xmlns='{SASL}'><not-authorized/></failure>".encode())
+    # every guess refused: the credentials are refused; the provider is asked again and the
+    # guesses start over, still without a fall back to SCRAM-SHA-1
+    (third,) = sent_elements(transport)
+    assert asked == [0, 1]
+    assert third.get("mechanism") == "SCRAM-SHA-1-PLUS"
+    assert gs2_header(third) == b"p=tls-unique,"
+    assert not result.called
+    result.cancel()
+    result.addErrback(lambda f: None)
+
+
+# -- STARTTLS: the answer to <starttls/> is the last plaintext -------------------------------
+
+TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+PLAIN_ONLY = (
+    f"<stream:features><mechanisms xmlns='{SASL}'><mechanism>PLAIN</mechanism></mechanisms>"
+    "</stream:features>"
+).encode()
+SCRAM_ONLY = PLAIN_ONLY.replace(b"PLAIN", b"SCRAM-SHA-1")
+
+
+class TLSTransport(StringTransport):
+    """Records startTLS(); the test plays the handshake by calling handshakeCompleted()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tls_creator: Any = None
+
+    def startTLS(self, creator: Any) -> None:
+        self.tls_creator = creator
+
+
+def starttls_negotiation() -> tuple[XMLStream, TLSTransport, Any, defer.Deferred[Any]]:
+    transport = TLSTransport()
+    stream = XMLStream("example.com", reactor=Clock())
+    stream.makeConnection(transport)
+    stream.dataReceived(PEER_HEADER)
+    transport.clear()
+    layer = make("secret", trust_root=None)
+    verifier = layer.tls_verifier("example.com")
+    result = defer.Deferred.fromCoroutine(
+        negotiate(stream, JULIET, layer, verifier, direct_tls=False, timeout=5)
+    )
+    stream.dataReceived(
+        b"<stream:features><starttls xmlns='" + TLS.encode() + b"'/></stream:features>"
+    )
+    (starttls,) = sent_elements(transport)
+    assert starttls.tag == f"{{{TLS}}}starttls"
+    return stream, transport, verifier, result
+
+
+def finish_handshake(stream: XMLStream, verifier: Any) -> None:
+    verifier.handshake_done = True  # what the verifier records once the certificate is accepted
+    stream.handshakeCompleted()
+
+
+def test_features_injected_after_proceed_are_never_used() -> None:
+    stream, transport, _, result = starttls_negotiation()
+    stream.dataReceived(f"<proceed xmlns='{TLS}'/>".encode() + PLAIN_ONLY)
+    failure = result.result
+    result.addErrback(lambda f: None)
+    assert type(failure.value) is STARTTLSInjection
+    assert not isinstance(failure.value, FatalError)
+    assert transport.tls_creator is None
+    assert transport.value() == b""  # no TLS, no auth, not even a footer in plaintext
+
+
+def test_genuine_features_inside_tls_are_used() -> None:
+    stream, transport, verifier, result = starttls_negotiation()
+    stream.dataReceived(f"<proceed xmlns='{TLS}'/>".encode())
+    assert transport.tls_creator is verifier
+    finish_handshake(stream, verifier)
+    assert transport.value().startswith(b"<?xml")  # the new stream header, over TLS
+    transport.clear()
+    stream.dataReceived(PEER_HEADER + SCRAM_ONLY)
+    (auth,) = sent_elements(transport)
+    assert auth.get("mechanism") == "SCRAM-SHA-1"
+    assert not result.called
+    result.cancel()
+    result.addErrback(lambda f: None)
+
+
+@pytest.mark.usefixtures("tls13")
+def test_every_guess_refused_with_a_fixed_password_is_not_authorized() -> None:
+    stream, transport = connected()
+    result = run_sasl(stream, plus_features())
+    for _ in range(2):
+        (auth,) = sent_elements(transport)
+        assert auth.get("mechanism") == "SCRAM-SHA-1-PLUS"
+        stream.dataReceived(f"<failure xmlns='{SASL}'><not-authorized/></failure>".encode())
+    failure = result.result
+    result.addErrback(lambda f: None)
+    assert isinstance(failure.value, AuthenticationFailure)
+    assert sent_elements(transport) == []
+
+
+@pytest.mark.usefixtures("tls13")
+def test_a_confirmed_binding_is_tried_first_and_a_pinned_one_alone() -> None:
+    stream, transport = connected()
+    layer = make("secret")
+    layer.confirmed_bindings["example.com"] = "tls-exporter"
+    result = defer.Deferred.fromCoroutine(authenticate(stream, plus_features(), JULIET, layer, 5))
+    (auth,) = sent_elements(transport)
+    assert gs2_header(auth) == b"p=tls-exporter,"
+    result.cancel()
+    result.addErrback(lambda f: None)
+
+    stream, transport = connected()
+    result = run_sasl(stream, plus_features(), channel_binding="tls-unique")
+    (auth,) = sent_elements(transport)
+    assert gs2_header(auth) == b"p=tls-unique,"
+    stream.dataReceived(f"<failure xmlns='{SASL}'><not-authorized/></failure>".encode())
+    failure = result.result
+    result.addErrback(lambda f: None)
+    assert isinstance(failure.value, AuthenticationFailure)
+    assert sent_elements(transport) == []
+
+
+BIND_NS = "urn:ietf:params:xml:ns:xmpp-bind"
+SESSION_NS = "urn:ietf:params:xml:ns:xmpp-session"
+
+
+def bind_features(session: str) -> Any:
+    stream_parser = XMLStreamParser()
+    wanted = f"<stream:features><bind xmlns='{BIND_NS}'/>{session}</stream:features>"
+    return stream_parser.feed(PEER_HEADER + wanted.encode())[-1].element
+
+
+def answer_bind(stream: XMLStream, transport: StringTransport) -> Any:
+    """Answer the <bind/> request; return what the client sent next."""
+    (request,) = sent_elements(transport)
+    assert request.find(f"{{{BIND_NS}}}bind") is not None
+    stream.dataReceived(
+        f"<iq type='result' id='{request.get('id')}'><bind xmlns='{BIND_NS}'>"
+        f"<jid>juliet@example.com/balcony</jid></bind></iq>".encode()
+    )
+    return sent_elements(transport)
+
+
+@pytest.mark.parametrize(
+    "session",
+    ["", f"<session xmlns='{SESSION_NS}'><optional/></session>"],
+    ids=["absent", "optional"],
+)
+def test_no_legacy_session_when_absent_or_optional(session: str) -> None:
+    from txxmppnode.negotiation import bind_resource
+
+    stream, transport = connected()
+    result = defer.Deferred.fromCoroutine(
+        bind_resource(stream, bind_features(session), "balcony", 5)
+    )
+    assert answer_bind(stream, transport) == []
+    assert str(result.result) == "juliet@example.com/balcony"
+
+
+def test_legacy_session_when_required_and_its_refusal() -> None:
+    from txxmppnode.errors import ResourceBindingFailure
+    from txxmppnode.negotiation import bind_resource
+
+    for outcome in ("result", "error"):
+        stream, transport = connected()
+        result = defer.Deferred.fromCoroutine(
+            bind_resource(stream, bind_features(f"<session xmlns='{SESSION_NS}'/>"), "b", 5)
+        )
+        (request,) = answer_bind(stream, transport)
+        assert request.find(f"{{{SESSION_NS}}}session") is not None
+        assert request.get("type") == "set"
+        error = (
+            "<error type='cancel'><not-allowed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+            "</error>"
+            if outcome == "error"
+            else ""
+        )
+        stream.dataReceived(f"<iq type='{outcome}' id='{request.get('id')}'>{error}</iq>".encode())
+        if outcome == "result":
+            assert str(result.result) == "juliet@example.com/balcony"
+        else:
+            failure = result.result
+            result.addErrback(lambda f: None)
+            assert isinstance(failure.value, ResourceBindingFailure)
+            assert "session establishment refused" in str(failure.value)
+
+
+def test_garbled_answer_to_starttls_is_a_stream_error_we_send_and_retryable() -> None:
+    stream, transport, _, result = starttls_negotiation()
+    stream.dataReceived(b"<proceed xmlns='" + TLS.encode() + b"'\xff/>")
+    failure = result.result
+    result.addErrback(lambda f: None)
+    error = failure.value
+    assert type(error) is StreamError
+    assert error.condition is StreamErrorCondition.NOT_WELL_FORMED and error.sent_by_us
+    assert not isinstance(error, FatalError | TLSUnavailable)
+    sent = transport.value()
+    assert b"<not-well-formed " in sent and sent.endswith(b"</stream:stream>")
+    assert transport.tls_creator is None

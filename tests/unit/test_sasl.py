@@ -22,16 +22,26 @@ from txxmppnode.sasl import (
     AnonymousMechanism,
     CredentialsError,
     ExternalMechanism,
+    KeyDerivation,
     MechanismChoice,
     MechanismRefused,
     PlainMechanism,
     SASLProtocolError,
+    binding_types,
     choose_mechanisms,
     failure_for_condition,
     unavailable_message,
 )
 from txxmppnode.saslprep import saslprep
-from txxmppnode.scram import ScramMechanism, escape_username
+from txxmppnode.scram import MAX_ITERATIONS, ScramMechanism, escape_username
+
+
+def answer(mechanism: ScramMechanism, server_first: bytes) -> bytes:
+    """Answer the server-first message: derive the key it asks for here, then resume."""
+    derivation = mechanism.respond(server_first)
+    assert isinstance(derivation, KeyDerivation)
+    return mechanism.resume(derivation.compute())
+
 
 # -- published test vectors ------------------------------------------------------------------
 
@@ -67,7 +77,7 @@ def test_rfc5802_scram_sha_1_vector() -> None:
     mechanism = ScramMechanism("SCRAM-SHA-1", "user", "pencil", client_nonce=RFC5802.nonce)
     assert mechanism.name == "SCRAM-SHA-1"
     assert mechanism.initial_response() == b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL"
-    assert mechanism.respond(RFC5802.server_first) == RFC5802.client_final
+    assert answer(mechanism, RFC5802.server_first) == RFC5802.client_final
     mechanism.finish(RFC5802.server_final)
 
 
@@ -75,7 +85,7 @@ def test_rfc7677_scram_sha_256_vector() -> None:
     """RFC 7677 §3: user "user", password "pencil"."""
     mechanism = ScramMechanism("SCRAM-SHA-256", "user", "pencil", client_nonce=RFC7677.nonce)
     assert mechanism.initial_response() == b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
-    assert mechanism.respond(RFC7677.server_first) == RFC7677.client_final
+    assert answer(mechanism, RFC7677.server_first) == RFC7677.client_final
     mechanism.finish(RFC7677.server_final)
 
 
@@ -137,7 +147,7 @@ def run_exchange(mechanism: ScramMechanism, server: ScramServer) -> bytes:
 
 def run_exchange_from(mechanism: ScramMechanism, initial: bytes, server: ScramServer) -> bytes:
     """Run the exchange after the client-first message *initial*; return the client-final."""
-    client_final = mechanism.respond(server.first(initial))
+    client_final = answer(mechanism, server.first(initial))
     mechanism.finish(server.final(client_final))
     return client_final
 
@@ -186,7 +196,7 @@ def test_plus_with_the_wrong_binding_is_refused_by_the_server() -> None:
         "SCRAM-SHA-256-PLUS", "juliet", "secret", channel_binding=("tls-exporter", b"A" * 32)
     )
     server = ScramServer("SHA-256", "secret", binding_data=b"B" * 32)
-    client_final = mechanism.respond(server.first(mechanism.initial_response()))
+    client_final = answer(mechanism, server.first(mechanism.initial_response()))
     with pytest.raises(AssertionError):
         server.final(client_final)
 
@@ -219,7 +229,7 @@ def test_scramp_server_accepts_us(family: str, binding_type: str | None) -> None
     server = mechanism_info.make_server(lambda _user: auth_info, channel_binding=binding)
     client = ScramMechanism(name, "user", "pencil", channel_binding=binding)
     server.set_client_first(client.initial_response().decode())
-    client_final = client.respond(server.get_server_first().encode())
+    client_final = answer(client, server.get_server_first().encode())
     server.set_client_final(client_final.decode())
     client.finish(server.get_server_final().encode())
 
@@ -257,7 +267,7 @@ def started(name: str = "SCRAM-SHA-1") -> ScramMechanism:
 def test_wrong_server_signature_is_an_authentication_failure() -> None:
     """The server is not who it claims: AuthenticationFailure server-signature-mismatch."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     with pytest.raises(AuthenticationFailure) as raised:
         mechanism.finish(b"v=" + base64.b64encode(b"\0" * 20))
     assert raised.value.condition == "server-signature-mismatch"
@@ -268,7 +278,7 @@ def test_wrong_server_signature_is_an_authentication_failure() -> None:
 def test_success_without_server_signature_is_refused(data: bytes | None) -> None:
     """<success/> without v= leaves the server unauthenticated."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     with pytest.raises(AuthenticationFailure, match="without a server signature") as raised:
         mechanism.finish(data)
     assert raised.value.condition == "server-signature-mismatch"
@@ -283,7 +293,7 @@ def test_success_before_any_challenge_is_refused() -> None:
 def test_server_final_as_a_challenge() -> None:
     """Some servers send v= as a second challenge and an empty <success/>."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     assert mechanism.respond(RFC5802.server_final) == b""
     mechanism.finish(None)
 
@@ -291,7 +301,7 @@ def test_server_final_as_a_challenge() -> None:
 def test_wrong_server_final_as_a_challenge() -> None:
     """A wrong v= in a challenge fails at once."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     with pytest.raises(AuthenticationFailure, match="server signature is wrong"):
         mechanism.respond(b"v=" + base64.b64encode(b"\1" * 20))
 
@@ -299,7 +309,7 @@ def test_wrong_server_final_as_a_challenge() -> None:
 def test_third_challenge_is_a_protocol_error() -> None:
     """Nothing follows the server-final message."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     mechanism.respond(RFC5802.server_final)
     with pytest.raises(SASLProtocolError, match="unexpected challenge"):
         mechanism.respond(b"r=x")
@@ -308,7 +318,7 @@ def test_third_challenge_is_a_protocol_error() -> None:
 def test_server_error_in_server_final() -> None:
     """e= reports the server's SCRAM error as not-authorized."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     with pytest.raises(AuthenticationFailure, match="invalid-proof") as raised:
         mechanism.finish(b"e=invalid-proof")
     assert raised.value.condition == "not-authorized"
@@ -323,6 +333,42 @@ def test_iteration_count_4095_is_refused() -> None:
     assert "fewer than 4096 are refused" in str(raised.value)
     assert isinstance(raised.value, SASLFailure)
     assert isinstance(raised.value, FatalError)
+
+
+def with_iterations(count: int) -> bytes:
+    return RFC5802.server_first.replace(b"i=4096", b"i=%d" % count)
+
+
+def test_iteration_count_above_the_bound_is_refused() -> None:
+    """More than MAX_ITERATIONS (1,000,000): refused before any PBKDF2 work; up to it, asked."""
+    assert MAX_ITERATIONS == 1_000_000
+    with pytest.raises(SASLProtocolError) as raised:
+        started().respond(with_iterations(1_000_001))
+    assert "1000001 PBKDF2 iterations; more than 1000000 are refused" in str(raised.value)
+    assert isinstance(raised.value, FatalError)
+    derivation = started().respond(with_iterations(1_000_000))
+    assert isinstance(derivation, KeyDerivation) and derivation.iterations == 1_000_000
+
+
+def test_the_iteration_bound_is_configurable() -> None:
+    """max_iterations lowers or raises the bound; below the minimum it makes no sense."""
+    low = ScramMechanism(
+        "SCRAM-SHA-1", "user", "pencil", client_nonce=RFC5802.nonce, max_iterations=10_000
+    )
+    low.initial_response()
+    with pytest.raises(SASLProtocolError, match="more than 10000 are refused"):
+        low.respond(with_iterations(10_001))
+    high = ScramMechanism("SCRAM-SHA-1", "u", "p", client_nonce=RFC5802.nonce, max_iterations=10**7)
+    high.initial_response()
+    assert isinstance(high.respond(with_iterations(10**7)), KeyDerivation)
+    with pytest.raises(ValueError, match="at least 4096"):
+        ScramMechanism("SCRAM-SHA-1", "user", "pencil", max_iterations=4095)
+    built = MechanismChoice("SCRAM-SHA-1").build(
+        username="user", password="pencil", max_iterations=10_000
+    )
+    built.initial_response()
+    with pytest.raises(SASLProtocolError, match="more than 10000"):
+        built.respond(b"r=" + nonce_of(built) + b"x,s=QSXCR+Q6sek8bf92,i=10001")
 
 
 @pytest.mark.parametrize(
@@ -356,7 +402,7 @@ def test_malformed_server_first_is_refused(server_first: bytes, message: str) ->
 def test_extensions_after_the_iteration_count_are_ignored() -> None:
     """RFC 5802 lets the server append extensions; they do not enter the computation."""
     server_first = RFC5802.server_first + b",x=future"
-    proof = started().respond(server_first).rpartition(b",p=")[2]
+    proof = answer(started(), server_first).rpartition(b",p=")[2]
     assert proof != RFC5802.client_final.rpartition(b",p=")[2]  # AuthMessage differs
 
 
@@ -364,7 +410,7 @@ def test_extensions_after_the_iteration_count_are_ignored() -> None:
 def test_malformed_server_final(server_final: bytes) -> None:
     """A server-final message that is not v=/e= is refused."""
     mechanism = started()
-    mechanism.respond(RFC5802.server_first)
+    answer(mechanism, RFC5802.server_first)
     with pytest.raises((SASLProtocolError, AuthenticationFailure)):
         mechanism.finish(server_final)
 
@@ -424,7 +470,7 @@ def test_username_and_password_are_saslprepped() -> None:
     server_first = b"r=nonce,s=QSXCR+Q6sek8bf92,i=4096"
     for mechanism in (prepared, plain):
         mechanism.initial_response()
-    assert prepared.respond(server_first) == plain.respond(server_first)
+    assert answer(prepared, server_first) == answer(plain, server_first)
 
 
 def test_unassigned_code_points_allowed_in_usernames_only() -> None:
@@ -595,14 +641,97 @@ def test_tls_unique_preferred_on_tls12() -> None:
     assert summary(choices) == ["SCRAM-SHA-1-PLUS/tls-unique", "SCRAM-SHA-1"]
 
 
-def test_server_end_point_as_last_resort() -> None:
-    """tls-server-end-point is used when it is the only binding."""
-    choices = choose_mechanisms(
+def test_server_end_point_only_when_announced_or_pinned() -> None:
+    """tls-server-end-point alone is not guessed (servers without XEP-0440 refuse it)."""
+    only = {"tls-server-end-point": b"s" * 32}
+    guessed = choose_mechanisms(["SCRAM-SHA-256-PLUS"], tls_active=True, channel_bindings=only)
+    assert guessed == []
+    announced = choose_mechanisms(
         ["SCRAM-SHA-256-PLUS"],
         tls_active=True,
-        channel_bindings={"tls-server-end-point": b"s" * 32},
+        channel_bindings=only,
+        server_binding_types=["tls-server-end-point"],
     )
-    assert summary(choices) == ["SCRAM-SHA-256-PLUS/tls-server-end-point"]
+    assert summary(announced) == ["SCRAM-SHA-256-PLUS/tls-server-end-point"]
+    pinned = choose_mechanisms(
+        ["SCRAM-SHA-256-PLUS"],
+        tls_active=True,
+        channel_bindings=only,
+        binding_policy="tls-server-end-point",
+    )
+    assert summary(pinned) == ["SCRAM-SHA-256-PLUS/tls-server-end-point"]
+
+
+#: TLS 1.3 as channel_bindings() reports it: tls-exporter and the pre-RFC 9266 tls-unique
+TLS13_FULL = {**TLS13, "tls-unique": b"f" * 32}
+
+
+@pytest.mark.parametrize(
+    ("bindings", "announced", "policy", "confirmed", "expected"),
+    [
+        # nothing announced: RFC 5929's default on TLS 1.2, both candidates on TLS 1.3
+        (TLS12, None, "auto", None, ["tls-unique"]),
+        (TLS13_FULL, None, "auto", None, ["tls-unique", "tls-exporter"]),
+        (TLS13_FULL, None, "auto", "tls-exporter", ["tls-exporter", "tls-unique"]),
+        (TLS13, None, "auto", None, ["tls-exporter"]),
+        # announced: one type, ours to prefer among those
+        (TLS13_FULL, ["tls-unique", "tls-exporter"], "auto", None, ["tls-exporter"]),
+        (TLS13_FULL, ["tls-unique"], "auto", None, ["tls-unique"]),
+        (TLS12, ["tls-exporter"], "auto", None, []),
+        # pinned or disabled: the caller decides, whatever the server says
+        (TLS13_FULL, ["tls-exporter"], "tls-server-end-point", None, ["tls-server-end-point"]),
+        (TLS12, None, "tls-exporter", None, []),
+        (TLS13_FULL, ["tls-exporter"], "none", None, []),
+    ],
+)
+def test_binding_types_rule(
+    bindings: dict[str, bytes],
+    announced: list[str] | None,
+    policy: str,
+    confirmed: str | None,
+    expected: list[str],
+) -> None:
+    """The table of docs/security.rst, row by row."""
+    assert binding_types(bindings, announced, policy=policy, confirmed=confirmed) == expected
+
+
+def test_guessed_bindings_are_each_tried_before_plain_scram() -> None:
+    """TLS 1.3, -PLUS offered, nothing announced: each -PLUS once per guess, then SCRAM n,,."""
+    choices = choose_mechanisms(
+        ["SCRAM-SHA-1", "SCRAM-SHA-1-PLUS"], tls_active=True, channel_bindings=TLS13_FULL
+    )
+    assert summary(choices) == [
+        "SCRAM-SHA-1-PLUS/tls-unique",
+        "SCRAM-SHA-1-PLUS/tls-exporter",
+        "SCRAM-SHA-1",
+    ]
+    assert [c.binding_guessed for c in choices] == [True, True, False]
+
+
+def test_disabled_binding_means_no_plus_and_n_flag() -> None:
+    """binding_policy="none": -PLUS refused with the reason, SCRAM without the y flag."""
+    kwargs: dict[str, Any] = {
+        "tls_active": True,
+        "channel_bindings": TLS13_FULL,
+        "binding_policy": "none",
+    }
+    choices = choose_mechanisms(["SCRAM-SHA-1", "SCRAM-SHA-1-PLUS"], **kwargs)
+    assert summary(choices) == ["SCRAM-SHA-1"]
+    only_scram = choose_mechanisms(["SCRAM-SHA-1"], **kwargs)
+    assert summary(only_scram) == ["SCRAM-SHA-1"]  # n,, : we do not claim to bind
+    message = unavailable_message(["SCRAM-SHA-1-PLUS"], **kwargs)
+    assert "SCRAM-SHA-1-PLUS: channel binding is disabled" in message
+
+
+def test_pinned_binding_unavailable_is_explained() -> None:
+    """A pinned type this connection cannot compute: -PLUS refused, and the message says so."""
+    message = unavailable_message(
+        ["SCRAM-SHA-1-PLUS"],
+        tls_active=True,
+        channel_bindings=TLS12,
+        binding_policy="tls-exporter",
+    )
+    assert "the pinned channel binding tls-exporter is not available" in message
 
 
 @pytest.mark.parametrize(

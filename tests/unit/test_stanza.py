@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import enum
+import pickle
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -66,6 +70,15 @@ def test_enums_accept_their_string_values_and_reject_others() -> None:
         IQ("fetch")
     with pytest.raises(ValueError, match="invalid presence show"):
         Presence(show="busy")
+
+
+def test_enums_take_members_of_another_enum_by_value_and_refuse_none() -> None:
+    assert Presence(show=MessageType.CHAT).show is PresenceShow.CHAT
+    assert Presence(type_=None).type_ is PresenceType.AVAILABLE
+    with pytest.raises(ValueError, match="invalid IQ type None"):
+        _ = parse_one(b"<iq id='1'/>").type_  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="invalid message type 'Chat'"):
+        Message(type_="Chat")
 
 
 def test_body_prefers_the_body_without_language() -> None:
@@ -137,6 +150,7 @@ def test_autoset_id_is_unpredictable_and_kept_when_present() -> None:
     ids = {Message().autoset_id() for _ in range(200)}
     assert len(ids) == 200
     assert all(len(i) >= 16 for i in ids)
+    assert all(re.fullmatch("[A-Za-z0-9_-]+", i) for i in ids)  # URL-safe, no padding
     msg = Message(id_="fixed")
     assert msg.autoset_id() == "fixed"
 
@@ -213,3 +227,12 @@ def test_registered_payload_classes_are_built_by_the_parser() -> None:
 
     with pytest.raises(ValueError, match="already registered to Ping"):
         register_element_class(OtherPing)
+
+
+@pytest.mark.parametrize("member", [*MessageType, *PresenceType, *PresenceShow, *IQType])
+def test_enum_members_hash_consistently_after_pickling_and_copying(member: enum.Enum) -> None:
+    # The members hash by identity; pickling and copying give back the same member.
+    table = {member: "found"}
+    assert table[pickle.loads(pickle.dumps(member))] == "found"
+    assert table[copy.deepcopy(member)] == "found"
+    assert table[type(member)(member.value)] == "found"

@@ -136,14 +136,16 @@ def test_enabled_is_handled_before_an_r_in_the_same_chunk() -> None:
         f"<r xmlns='{SM}'/>"
     )
     assert enabled.result is True
+    clock.advance(0)
     (answer,) = server.received()
     assert answer.tag == f"{{{SM}}}a" and answer.get("h") == "1"
 
 
-def test_r_is_answered_at_once_with_the_inbound_count() -> None:
+def test_r_is_answered_within_the_turn_with_the_inbound_count() -> None:
     h = Harness()
     h.server.say("<message from='romeo@example.net'/><presence from='romeo@example.net/x'/>")
     h.server.say(f"<r xmlns='{SM}'/>")
+    h.turn()
     (answer,) = h.server.received()
     assert answer.get("h") == "2"
     assert h.stream.sm_inbound_ctr == 2
@@ -452,3 +454,70 @@ def test_stream_error_destroys_nothing_but_suspends() -> None:
     )
     assert isinstance(reasons[0], StreamError)
     assert token.state is StanzaState.SENT  # kept for the resumption
+
+
+@pytest.mark.parametrize(
+    ("policy", "h_attr", "expected_states", "resent"),
+    [
+        (ResendPolicy.RESEND, " h='7'", [StanzaState.SENT] * 2, ["0", "1", "99"]),
+        (ResendPolicy.DISCONNECT, " h='7'", [StanzaState.DISCONNECTED] * 2, ["99"]),
+        (ResendPolicy.RESEND, " h='x'", [StanzaState.SENT] * 2, ["0", "1", "99"]),
+        (ResendPolicy.RESEND, "", [StanzaState.SENT] * 2, ["0", "1", "99"]),
+    ],
+)
+def test_resumed_with_an_impossible_count_sends_a_stream_error_and_starts_afresh(
+    policy: ResendPolicy, h_attr: str, expected_states: list[StanzaState], resent: list[str]
+) -> None:
+    from txxmppnode.errors import FatalError
+
+    h = Harness()
+    h.stream.resend_policy = policy
+    tokens = [h.stream.enqueue(msg(n)) for n in range(2)]
+    h.turn()
+    pending_iq = h.stream.send(query())
+    h.turn()
+    server = lose_and_reconnect(h)
+    h.stream.enqueue(msg(99))  # queued while disconnected
+    destroyed: list[Any] = []
+    h.stream.on_stream_destroyed.connect(destroyed.append)
+    resumed = defer.Deferred.fromCoroutine(h.stream.resume(server.xmlstream))
+    server.received()
+    server.transport.clear()
+    server.say(f"<resumed xmlns='{SM}' previd='sm-1'{h_attr}/>")  # 3 sent; h=7 is impossible
+    # the server hears why, before the connection closes
+    sent = server.transport.value()
+    assert b"<undefined-condition " in sent and sent.endswith(b"</stream:stream>")
+    if h_attr == " h='7'":
+        assert b'<handled-count-too-high xmlns="urn:xmpp:sm:3" h="7" send-count="3"/>' in sent
+    assert server.transport.disconnecting
+    error = resumed.result.value
+    resumed.addErrback(lambda f: None)
+    assert isinstance(error, StreamError) and error.sent_by_us
+    assert not isinstance(error, FatalError | ValueError)  # not a reason to stop for ever
+    # the session is gone, as after a refused resumption without a count
+    assert [type(r) for r in destroyed] == [type(error)]
+    assert not h.stream.sm_enabled and not h.stream.running
+    assert isinstance(pending_iq.result.value, ConnectionError)  # its answer cannot come
+    pending_iq.addErrback(lambda f: None)
+    assert [t.state for t in tokens[:2]] == [
+        StanzaState.ACTIVE if s is StanzaState.SENT else s for s in expected_states
+    ]
+    # a fresh session on a new connection gets what the resend policy keeps, in order
+    fresh = Server(h.clock)
+    h.stream.start(fresh.xmlstream, ME, sm=False)
+    h.turn()
+    bodies = [e.body for e in fresh.received() if e.tag == "{jabber:client}message"]
+    assert bodies == resent
+
+
+def test_acknowledge_tells_the_handled_count_unasked_and_only_with_sm() -> None:
+    h = Harness()
+    h.server.say("<message from='romeo@example.net'/><message from='romeo@example.net'/>")
+    assert h.server.received() == []  # nothing asked, nothing said
+    h.stream.acknowledge()
+    (ack,) = h.server.received()
+    assert (etree.QName(ack).localname, ack.get("h")) == ("a", "2")
+    without = Harness(sm=False)
+    without.server.say("<message from='romeo@example.net'/>")
+    without.stream.acknowledge()
+    assert without.server.received() == []

@@ -10,7 +10,13 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from txxmppnode.errors import FatalStreamError, StreamError, StreamErrorCondition, TLSFailure
+from txxmppnode.errors import (
+    FatalError,
+    FatalStreamError,
+    StreamError,
+    StreamErrorCondition,
+    TLSFailure,
+)
 from txxmppnode.stanza import Message
 from txxmppnode.xmlstream import XMLStream
 
@@ -328,3 +334,205 @@ def test_element_over_a_parser_limit_is_a_policy_violation_after_the_ones_before
     assert "children" in str(error)
     h.stream.dataReceived(b"<message><body>late</body></message>")
     assert len(received) == 1
+
+
+# -- helpers: a transport that takes startTLS() and tells an abort from a close -------------------
+
+TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
+PROCEED = f"<proceed xmlns='{TLS_NS}'/>".encode()
+PLAIN_ONLY = (
+    b"<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+    b"<mechanism>PLAIN</mechanism></mechanisms></stream:features>"
+)
+FEATURES = "{http://etherx.jabber.org/streams}features"
+
+
+class TLSTransport(StringTransport):
+    """A StringTransport that records startTLS() and tells abortConnection from a close."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tls_creator: object = None
+        self.aborted = False
+
+    def startTLS(self, creator: object) -> None:
+        self.tls_creator = creator
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+
+class TLSHarness(Harness):
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.transport = TLSTransport()
+        self.stream = XMLStream("example.com", reactor=self.clock, close_timeout=5)
+        self.closing = []
+        self.stream.on_closing.connect(self.closing.append)
+        self.stream.makeConnection(self.transport)
+        self.stream.dataReceived(PEER_HEADER + b"<stream:features/>")
+        assert self.stream.next_element().called
+        self.written()
+
+    def await_proceed(self) -> defer.Deferred[etree._Element]:
+        return self.stream.next_element(last_in_plaintext=True)
+
+
+# -- stream errors reach the wire ---------------------------------------------------------------
+
+
+def test_abort_does_not_drop_a_stream_error_on_its_way() -> None:
+    h = TLSHarness()
+    h.stream.dataReceived(b"<message><!-- no --></message>")
+    sent = h.written()
+    assert b"<restricted-xml " in sent and sent.endswith(FOOTER)
+    assert h.transport.disconnecting and not h.transport.aborted
+    h.stream.abort(ConnectionError("negotiation failed"))  # what a failed negotiation did
+    assert not h.transport.aborted  # loseConnection writes the error first
+    h.clock.advance(4.9)
+    assert not h.transport.aborted
+    h.clock.advance(0.1)
+    assert h.transport.aborted  # a peer that does not read is dropped after close_timeout
+    h.lose()
+    error = h.final()
+    assert isinstance(error, StreamError) and error.sent_by_us
+    assert error.condition is StreamErrorCondition.RESTRICTED_XML
+
+
+def test_fail_writes_error_and_footer_in_one_write_and_is_bounded() -> None:
+    h = TLSHarness()
+    h.stream.fail(StreamError(StreamErrorCondition.UNDEFINED_CONDITION, "h", sent_by_us=True))
+    sent = h.written()
+    assert sent.startswith(b"<stream:error") and sent.endswith(b"</stream:error>" + FOOTER)
+    assert h.transport.disconnecting and not h.transport.aborted
+    h.clock.advance(5)
+    assert h.transport.aborted
+    h.lose()
+    assert h.clock.getDelayedCalls() == []
+
+
+def test_close_with_a_reason_reports_it_and_still_waits_for_the_footer() -> None:
+    h = TLSHarness()
+    reason = ConnectionError("SASL broken")
+    done = h.stream.close(reason)
+    assert h.written() == FOOTER
+    assert h.closing == [reason]
+    h.stream.dataReceived(FOOTER)
+    assert h.transport.disconnecting and not h.transport.aborted
+    h.lose()
+    assert done.result is reason
+
+
+# -- input discarded at restart() and start_tls() ---------------------------------------------
+
+
+def test_restart_discards_queued_elements_and_buffered_bytes(h: Harness) -> None:
+    h.stream.dataReceived(PEER_HEADER + b"<stream:features/>" + PLAIN_ONLY + b"<message><bo")
+    h.stream.restart()
+    h.stream.dataReceived(PEER_HEADER.replace(b"abc", b"def") + b"<stream:features/>")
+    features = h.stream.next_element()
+    assert features.result.tag == FEATURES and len(features.result) == 0
+    assert not h.stream.next_element().called  # nothing else survived
+
+
+def test_restart_during_delivery_drops_the_rest_of_the_chunk(h: Harness) -> None:
+    h.stream.dataReceived(PEER_HEADER)
+    success = h.stream.next_element()
+    success.addCallback(lambda element: h.stream.restart())
+    h.stream.dataReceived(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>" + PLAIN_ONLY)
+    assert success.called
+    waiting = h.stream.next_element()
+    assert not waiting.called  # the features after <success/> belonged to the old stream
+    h.stream.dataReceived(PEER_HEADER + b"<stream:features><bind xmlns='b'/></stream:features>")
+    assert waiting.result[0].tag == "{b}bind"
+
+
+def test_start_tls_after_a_lone_proceed_discards_the_plaintext_stream() -> None:
+    h = TLSHarness()
+    proceed = h.await_proceed()
+    h.stream.dataReceived(PROCEED)
+    assert proceed.result.tag == f"{{{TLS_NS}}}proceed"
+    handshake = h.stream.start_tls(creator := object())  # later than the delivery: allowed
+    assert h.transport.tls_creator is creator
+    assert h.stream.peer_header is None
+    # over TLS, the server's new stream: its features are the ones delivered
+    h.stream.handshakeCompleted()
+    assert handshake.called
+    h.stream.restart()
+    h.stream.dataReceived(PEER_HEADER + b"<stream:features><bind xmlns='b'/></stream:features>")
+    assert h.stream.next_element().result[0].tag == "{b}bind"
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [PROCEED + PLAIN_ONLY],  # one segment, as a man in the middle appends it
+        [PROCEED[:-2], PROCEED[-2:] + PLAIN_ONLY],  # <proceed/> split, injection with its end
+        [PROCEED + b"<stream:feat"],  # less than a tag
+        [PROCEED + b" "],  # even whitespace: only TLS may follow
+    ],
+)
+def test_plaintext_after_proceed_stops_tls_and_is_never_used(chunks: list[bytes]) -> None:
+    from txxmppnode.errors import STARTTLSInjection
+
+    h = TLSHarness()
+    proceed = h.await_proceed()
+    starts: list[defer.Deferred[None]] = []
+    proceed.addCallback(lambda element: starts.append(h.stream.start_tls(object())))
+    for chunk in chunks:
+        h.stream.dataReceived(chunk)
+    (started,) = starts
+    failure = started.result
+    started.addErrback(lambda f: None)
+    assert isinstance(failure.value, STARTTLSInjection)
+    assert not isinstance(failure.value, FatalError)
+    assert h.transport.tls_creator is None
+    assert h.written() == b""  # the peer expects TLS: not a byte more in plaintext
+    assert h.transport.disconnecting and not h.transport.aborted
+    assert h.closing == [failure.value]
+    after = h.stream.next_element()
+    assert isinstance(after.result.value, STARTTLSInjection)  # the injected features: never
+    after.addErrback(lambda f: None)
+
+
+def test_proceed_in_the_same_data_as_the_features_is_refused() -> None:
+    from txxmppnode.errors import STARTTLSInjection
+
+    h = Harness()
+    starts: list[defer.Deferred[None]] = []
+
+    def on_features(element: etree._Element) -> None:
+        # as negotiation does: <starttls/> goes out only once the features are in
+        h.stream.next_element(last_in_plaintext=True).addCallback(
+            lambda proceed: starts.append(h.stream.start_tls(object()))
+        )
+
+    h.stream.next_element().addCallback(on_features)
+    h.stream.dataReceived(PEER_HEADER + b"<stream:features/>" + PROCEED)
+    (started,) = starts
+    assert isinstance(started.result.value, STARTTLSInjection)
+    assert "before <starttls/> was sent" in str(started.result.value)
+    started.addErrback(lambda f: None)
+
+
+def test_what_follows_a_tls_failure_is_parsed_when_the_stream_closes() -> None:
+    h = TLSHarness()
+    answer = h.await_proceed()
+    h.stream.dataReceived(f"<failure xmlns='{TLS_NS}'/>".encode() + FOOTER)
+    assert answer.result.tag == f"{{{TLS_NS}}}failure"
+    assert not h.transport.disconnecting  # the footer is held until we know there is no TLS
+    h.stream.close(ConnectionError("no TLS"))
+    assert h.written() == FOOTER
+    assert h.transport.disconnecting and not h.transport.aborted  # the peer's footer was seen
+    assert h.clock.getDelayedCalls() != []  # still bounded until the transport is gone
+    h.lose()
+    assert str(h.final()) == "no TLS"
+
+
+def test_start_tls_needs_the_answer_read_as_the_last_plaintext() -> None:
+    h = TLSHarness()
+    h.stream.dataReceived(PROCEED)
+    h.stream.next_element()
+    with pytest.raises(RuntimeError, match="last_in_plaintext"):
+        h.stream.start_tls(object())

@@ -213,6 +213,28 @@ def test_payload_namespace_is_a_default_declaration() -> None:
     assert back.payload.get("a") == "1"
 
 
+def test_child_in_no_namespace_undeclares_the_default() -> None:
+    # libxml2 alone would write <item/>, which a receiver reads in urn:x.
+    iq = IQ("result", id_="1")
+    query = etree.SubElement(iq, "{urn:x}query", nsmap={None: "urn:x"})
+    etree.SubElement(query, "item")
+    assert (
+        serialize(iq)
+        == b'<iq id="1" type="result"><query xmlns="urn:x"><item xmlns=""/></query></iq>'
+    )
+
+
+def test_comment_alone_does_not_count_as_a_child_in_no_namespace() -> None:
+    iq = IQ("result", id_="1")
+    query = etree.SubElement(iq, "{urn:x}query", nsmap={None: "urn:x"})
+    query.append(etree.Comment("c"))
+    etree.SubElement(query, "{urn:x}item")
+    assert (
+        serialize(iq)
+        == b'<iq id="1" type="result"><query xmlns="urn:x"><!--c--><item/></query></iq>'
+    )
+
+
 def test_nested_namespace_changes() -> None:
     iq = IQ("set", id_="1")
     a = etree.SubElement(iq, "{urn:x}a")

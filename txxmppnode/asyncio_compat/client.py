@@ -26,7 +26,6 @@ from datetime import timedelta
 from inspect import isawaitable
 from typing import Any, ClassVar, TypeVar
 
-from lxml import etree
 from twisted.internet import defer, interfaces
 
 from .. import client as _core_client
@@ -34,6 +33,7 @@ from .. import presence as _core_presence
 from .. import service as _core_service
 from .. import use_connected as _core_use_connected
 from ..connect import PeerOption
+from ..features import StreamFeatures
 from ..jid import JID
 from ..presence_state import PresenceState
 from ..security_layer import SecurityLayer
@@ -95,6 +95,7 @@ class Client:
             resolver=resolver,
         )
         _faces[self._core] = weakref.ref(self)
+        self._stop_future: tuple[defer.Deferred[None], asyncio.Future[None]] | None = None
         core, loop_ = self._core, self.loop
         #: The client's :class:`~txxmppnode.asyncio_compat.StanzaStream`.
         self.stream = StanzaStream._of(core.stream, loop_)
@@ -140,7 +141,7 @@ class Client:
     )
     established: bool = delegate("established", "True while the stream is bound and usable.")
     suspended: bool = delegate("suspended", "True between a connection loss and what follows it.")
-    stream_features: etree._Element | None = delegate(
+    stream_features: StreamFeatures | None = delegate(
         "stream_features", "The stream features before binding."
     )
     security_layer: SecurityLayer = delegate("security_layer", writable=True)
@@ -153,6 +154,8 @@ class Client:
     backoff_cap: timedelta = delegate("backoff_cap", writable=True)
     backoff_jitter: float = delegate("backoff_jitter", writable=True)
     resumption_timeout: int | None = delegate("resumption_timeout", writable=True)
+    allow_implicit_reconnect: bool = delegate("allow_implicit_reconnect", writable=True)
+    state: _core_client.ClientState = delegate("state", "Where the client is in its life cycle.")
     reactor: Any = delegate("reactor", "The Twisted reactor (on :attr:`loop`).")
 
     # -- control ------------------------------------------------------------------------------
@@ -167,9 +170,15 @@ class Client:
     def stop(self) -> asyncio.Future[None]:
         """Close the stream cleanly and stop; the future is done once stopped.
 
-        Awaiting it is optional.
+        Awaiting it is optional.  A second call while the first is in progress returns the
+        same future.
         """
-        return as_future(self._core.stop(), self.loop)
+        stopping = self._core.stop()
+        if self._stop_future is not None and self._stop_future[0] is stopping:
+            return self._stop_future[1]
+        future = as_future(stopping, self.loop)
+        self._stop_future = (stopping, future)
+        return future
 
     def connected(self, **kwargs: Any) -> UseConnected:
         """``async with client.connected(timeout=...) as stream:`` -- see :class:`UseConnected`.
@@ -185,11 +194,11 @@ class Client:
     # -- sending ------------------------------------------------------------------------------
 
     def enqueue(self, stanza: Stanza, **kwargs: Any) -> StanzaToken:
-        """Queue *stanza*; return its awaitable token.
+        """Queue *stanza*; return its awaitable token (queued during a suspension).
 
-        :raises ConnectionError: if the stream is not established.
+        :raises ConnectionError: if there is no session; see :meth:`txxmppnode.Client.enqueue`.
         """
-        if not self.established:
+        if not self._core._can_send():
             raise ConnectionError("the stream is not established")
         return self.stream.enqueue(stanza, **kwargs)
 

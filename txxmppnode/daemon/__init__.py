@@ -9,6 +9,7 @@ from .handlers import HandlerError, HandlerFactory, echo_handler, log_handler, r
 from .metrics import NodeMetrics, metrics_site
 from .options import NodeOptions, NodeSettings, Options, Secret, load_config
 from .service import NodeService, makeService
+from .subscriptions import SubscriptionPolicy
 
 __all__ = [
     "HandlerError",
@@ -19,6 +20,7 @@ __all__ = [
     "NodeSettings",
     "Options",
     "Secret",
+    "SubscriptionPolicy",
     "echo_handler",
     "load_config",
     "log_handler",

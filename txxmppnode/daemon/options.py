@@ -32,6 +32,7 @@ from ..pinning import PinType, make_pin_store
 from ..presence_state import PresenceState
 from ..security_layer import SecurityLayer, make
 from .handlers import HandlerError, HandlerFactory, resolve_handler
+from .subscriptions import SubscriptionPolicy
 
 __all__ = [
     "CONFIG_SECTION",
@@ -73,6 +74,7 @@ _PARAMETERS: Final = (
     "offline-status",
     "metrics",
     "shutdown-timeout",
+    "subscriptions",
 )
 _FLAGS: Final = ("direct-tls", "log-bodies")
 _PATHS: Final = ("password-file", "ca-file", "pin-file")
@@ -121,6 +123,7 @@ class NodeSettings:
     :ivar metrics: the server endpoint string to serve metrics on, or ``None``.
     :ivar shutdown_timeout: seconds the node waits to go offline cleanly when stopping.
     :ivar log_bodies: include message bodies in the ``log`` handler's lines.
+    :ivar subscriptions: which presence subscription requests the node approves.
     """
 
     jid: JID
@@ -138,6 +141,7 @@ class NodeSettings:
     metrics: str | None = None
     shutdown_timeout: float = _DEFAULT_SHUTDOWN_TIMEOUT
     log_bodies: bool = False
+    subscriptions: SubscriptionPolicy = field(default_factory=SubscriptionPolicy)
 
     def security_layer(self) -> SecurityLayer:
         """The TLS and authentication policy: the password, the CA file and the pins.
@@ -293,6 +297,13 @@ class NodeOptions(usage.Options):
         ["offline-status", None, None, "Status text of the unavailable presence at stop."],
         ["metrics", None, None, "Serve Prometheus metrics here (tcp:9100:interface=127.0.0.1)."],
         ["shutdown-timeout", None, None, "Seconds allowed to go offline cleanly [default: 10]."],
+        [
+            "subscriptions",
+            None,
+            None,
+            "Approve presence subscriptions from: domain (the node's own), all, none, or a "
+            "comma-separated list of JIDs and domains [default: domain].",
+        ],
         ["config", "c", None, "Read settings from this INI or TOML file."],
     ]
 
@@ -392,6 +403,11 @@ class NodeOptions(usage.Options):
         if metrics is not None:
             self._check_endpoint(metrics)
 
+        try:
+            subscriptions = SubscriptionPolicy.parse(text("subscriptions") or "domain")
+        except ValueError as exc:
+            raise usage.UsageError(f"--subscriptions: {_one_line(exc)}") from None
+
         log_bodies = _flag(values.get("log-bodies", False), "log-bodies")
         handlers: list[tuple[str, HandlerFactory]] = []
         for spec in _handler_specs(values.get("handler", [])):
@@ -416,6 +432,7 @@ class NodeOptions(usage.Options):
             metrics=metrics,
             shutdown_timeout=shutdown_timeout,
             log_bodies=log_bodies,
+            subscriptions=subscriptions,
         )
         try:
             settings.security_layer()

@@ -8,6 +8,8 @@
 * ``stopService`` stops the handlers' services, sends the unavailable presence, closes the
   stream and waits for the client to stop, at most ``shutdown_timeout`` seconds (then the
   connection is dropped);
+* presence subscription requests are answered by ``settings.subscriptions``
+  (:mod:`txxmppnode.daemon.subscriptions`), so that contacts can see the node online;
 * every state change of the client is logged as one line in the ``xmppnode`` log namespace:
   ``connecting``, ``established``, ``suspended``, ``resumed``, ``destroyed``, ``stopped``,
   ``failed``, plus the delay before each retry and each stream error.  Stanza contents are
@@ -40,6 +42,7 @@ from ..presence_state import PresenceState
 from .handlers import HandlerError
 from .metrics import NodeMetrics, metrics_site
 from .options import NodeOptions, NodeSettings
+from .subscriptions import answer_subscriptions
 
 __all__ = ["NodeService", "makeService"]
 
@@ -120,6 +123,7 @@ class NodeService(MultiService):
         self._stop_requested = False
         self._last_stream_error: BaseException | None = None
         self._watch(self.client)
+        answer_subscriptions(self.client, settings.subscriptions)
         for spec, factory in settings.handlers:
             try:
                 result = factory(self.client)
