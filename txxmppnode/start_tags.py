@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-#: The fewest bytes an attribute takes (`` a=''``): a slice of n bytes holds at most n / 5.
+#: The fewest bytes an attribute takes (a space and ``a=''``): a slice of n bytes holds at most n / 5.
 ATTRIBUTE_MIN_BYTES: Final = 5
 
 # The scanner's grammar is a superset of XML's for a start tag: a name is anything up to
@@ -122,7 +122,7 @@ class StartTagScanner:
     limit checked on lxml's events would come after the memory was spent.  This looks at the
     bytes first, at a cost linear in them and mostly spent in C.  It rests on three facts: a
     start tag holds no ``<``, each attribute has one ``=`` outside its value, and each takes at
-    least five bytes (`` a=''``).
+    least five bytes (a space and ``a=''``).
 
     * Between the first and the last ``<`` of a chunk every tag is complete, and one with too
       many attributes is a stretch of at least ``5 * (limit + 1)`` bytes without ``<``.  Such a
