@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: run test lint typecheck docs pytest system-deps bench-parse bench-dispatch bench-send bench-compare \
-	bench-connect bench-resume bench-memory bench-scram bench-floods clean
+	bench-connect bench-resume bench-memory bench-scram bench-floods bench-adversarial clean
 
 test: system-deps $(VENV)/.installed lint typecheck docs pytest
 
@@ -37,6 +37,10 @@ pytest: $(VENV)/.installed
 
 bench-parse: $(VENV)/.installed
 	$(BIN)/python benchmarks/parse.py
+
+# Input shaped against the parser: cost per KiB by size, and memory (a fresh process per run).
+bench-adversarial: $(VENV)/.installed
+	$(BIN)/python benchmarks/adversarial.py
 
 bench-dispatch: $(VENV)/.installed
 	$(BIN)/python benchmarks/dispatch.py

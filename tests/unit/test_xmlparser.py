@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from lxml import etree
 from txxmppnode.errors import StreamErrorCondition
 from txxmppnode.stanza import IQ, Message, Presence, Stanza
 from txxmppnode.xmlparser import (
+    DEFAULT_MAX_ATTRIBUTES,
     FEED_SLICE,
     ElementReceived,
     Event,
@@ -550,7 +552,7 @@ def test_non_utf8_encoding_declaration_is_unsupported_encoding(declaration: byte
         b"<message id='1' id='2'/>",
         b"<message id=1/>",
         b"<1message/>",
-        b"<!DOCTYPE x>",
+        b"<!doctype x>",  # not a DOCTYPE: XML keywords are case-sensitive
         b"<?xml version='1.0'?>",
     ],
 )
@@ -933,6 +935,453 @@ def test_long_stream_of_stanzas_keeps_memory_flat() -> None:
     assert result["children"] == 0
     assert result["text"] is None
     assert result["growth_kib"] < 16 * 1024
+
+
+# -- markup declarations inside the stream --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "declaration",
+    [
+        b"<!DOCTYPE x>",
+        b"<!DOCTYPE stream:stream [<!ENTITY a 'b'>]>",
+        b"<!ENTITY lol 'lol'>",
+        b"<!ELEMENT message ANY>",
+        b"<!ATTLIST message id ID #IMPLIED>",
+    ],
+)
+@pytest.mark.parametrize("where", ["between stanzas", "inside a stanza"])
+def test_markup_declaration_inside_the_stream_is_restricted_xml(
+    declaration: bytes, where: str
+) -> None:
+    # RFC 6120 §11.1: a DTD subset or entity declaration anywhere on the stream is
+    # restricted-xml, as it is before the stream header.
+    before = b"<message id='ok'/>"
+    if where == "between stanzas":
+        data = before + declaration + b"<message/>"
+    else:
+        data = before + b"<message><body>" + declaration + b"</body></message>"
+    for chunks in ([HEADER + data], [HEADER] + [data[i : i + 1] for i in range(len(data))]):
+        error = refusal(chunks)
+        assert type(error) is RestrictedXML
+        assert error.condition is StreamErrorCondition.RESTRICTED_XML
+    # What came before in the same chunk is delivered with the refusal.
+    error = refusal(HEADER + data)
+    assert [element.get("id") for element in elements(error.events_before)] == ["ok"]
+
+
+def test_declaration_text_in_cdata_is_only_text() -> None:
+    (message,) = elements(
+        XMLStreamParser().feed(
+            HEADER + b"<message><body><![CDATA[<!DOCTYPE html>]]></body></message>"
+        )
+    )
+    assert isinstance(message, Message)
+    assert message.body == "<!DOCTYPE html>"
+
+
+# -- shapes of input: limits, and a cost linear in the bytes ------------------------------------
+
+
+def attributes(count: int, prefix: bytes = b"a") -> bytes:
+    return b"".join(b" %s%d=''" % (prefix, number) for number in range(count))
+
+
+def chunkings(data: bytes) -> list[list[bytes]]:
+    """*data* whole, in 7-byte pieces, and cut around every 1,000th byte."""
+    return [
+        [data],
+        [data[i : i + 7] for i in range(0, len(data), 7)],
+        split(data, list(range(1, len(data), 997))),
+    ]
+
+
+@pytest.mark.parametrize("limit", [1, 5, 300])
+def test_attributes_up_to_max_attributes_are_accepted(limit: int) -> None:
+    stanza = b"<message" + attributes(limit) + b"><body" + attributes(limit) + b"/></message>"
+    for chunks in chunkings(stanza):
+        (message,) = elements(feed_all(started(max_attributes=limit), chunks))
+        assert len(message.attrib) == limit
+        assert len(message[0].attrib) == limit
+
+
+@pytest.mark.parametrize("limit", [1, 5, 300])
+@pytest.mark.parametrize("on", ["top-level element", "child"])
+def test_one_attribute_more_than_max_attributes_is_refused(limit: int, on: str) -> None:
+    if on == "child":
+        stanza = b"<message><body" + attributes(limit + 1) + b"/></message>"
+    else:
+        stanza = b"<message" + attributes(limit + 1) + b"/>"
+    for chunks in chunkings(stanza):
+        parser = started(max_attributes=limit)
+        with pytest.raises(LimitExceeded, match=f"more than {limit} attributes") as excinfo:
+            feed_all(parser, chunks)
+        assert excinfo.value.condition is StreamErrorCondition.POLICY_VIOLATION
+
+
+def test_namespace_declarations_count_as_attributes() -> None:
+    declarations = b"".join(b" xmlns:p%d='urn:%d'" % (n, n) for n in range(3))
+    (message,) = elements(
+        started(max_attributes=4).feed(b"<message xmlns='jabber:client'" + declarations + b"/>")
+    )
+    assert len(message.nsmap) == 4
+    with pytest.raises(LimitExceeded):
+        started(max_attributes=4).feed(
+            b"<message id='x'" + declarations + b" xmlns='jabber:client'/>"
+        )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"a>b", b"x=y=z", b'"double"', b"&gt;&amp;", b"  spaced  ", b"\xc3\xa9\xf0\x9f\x98\x80", b""],
+)
+def test_attribute_values_with_markup_characters_are_counted_once(value: bytes) -> None:
+    # '>' and '=' inside values, the other quote, references and any spacing around '='.
+    one = b" a%d = '" + value.replace(b"'", b"&apos;") + b"'\n"
+    stanza = b"<message" + b"".join(one % n for n in range(6)) + b"/>"
+    for chunks in chunkings(stanza):
+        assert len(elements(feed_all(started(max_attributes=6), chunks))) == 1
+        with pytest.raises(LimitExceeded):
+            feed_all(started(max_attributes=5), chunks)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    counts=st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=6),
+    limit=st.integers(min_value=1, max_value=30),
+    quote=st.sampled_from([b"'", b'"']),
+    space=st.sampled_from([b" ", b"\n", b"\t ", b"  \r\n"]),
+    value=st.sampled_from([b"", b"v", b"a>b=c", b"x" * 50]),
+    points=st.lists(st.integers(min_value=0, max_value=3000), max_size=12),
+)
+def test_attribute_limit_holds_for_any_split(
+    counts: list[int],
+    limit: int,
+    quote: bytes,
+    space: bytes,
+    value: bytes,
+    points: list[int],
+) -> None:
+    # Elements with the given numbers of attributes, nested and side by side, in any split:
+    # refused exactly when one of them has more than the limit.
+    def element(count: int, inner: bytes) -> bytes:
+        attrs = b"".join(
+            space + b"n%d" % n + space[:1] + b"=" + quote + value + quote for n in range(count)
+        )
+        return b"<x" + attrs + space + b">" + inner + b"</x>"
+
+    inner = b""
+    for count in counts[1:]:
+        inner = element(count, inner) + b"<y/>"
+    data = b"<message>" + element(counts[0], inner) + b"</message>"
+    parser = started(max_attributes=limit)
+    if max(counts) > limit:
+        with pytest.raises(LimitExceeded):
+            feed_all(parser, split(data, points))
+    else:
+        assert len(elements(feed_all(parser, split(data, points)))) == 1
+
+
+def test_over_long_start_tag_in_a_large_chunk_keeps_what_came_before() -> None:
+    # The tag is found in the middle of a 64 KiB slice; everything before it is delivered.
+    before = b"<message id='m%d'><body>hello there</body></message>"
+    data = b"".join(before % n for n in range(1000))
+    data += b"<message" + attributes(DEFAULT_MAX_ATTRIBUTES + 1) + b"/>" + data
+    assert len(data) > FEED_SLICE
+    error = refusal(HEADER + data)
+    assert type(error) is LimitExceeded
+    ids = [element.get("id") for element in elements(error.events_before)]
+    assert ids == [f"m{n}" for n in range(1000)]
+
+
+@pytest.mark.skipif(not HAS_PROC, reason="needs /proc/self/status")
+def test_600k_attributes_are_refused_before_they_are_built() -> None:
+    # 6.5 MB of attributes, under the size limit: libxml2 would build them all at once, at some
+    # 200 bytes each, when the start tag's ">" arrived.
+    result = measure(
+        """
+        data = b"<message" + b"".join(b" a%d=''" % n for n in range(600_000)) + b"/>"
+        parser = XMLStreamParser()
+        parser.feed(HEADER)
+        base = peak_kib()
+        outcome = "accepted"
+        try:
+            for offset in range(0, len(data), 65536):
+                parser.feed(data[offset : offset + 65536])
+        except LimitExceeded as exc:
+            outcome = exc.condition.value
+        print(json.dumps({"outcome": outcome, "size": len(data), "growth_kib": peak_kib() - base}))
+        """
+    )
+    assert result["size"] > 6_000_000
+    assert result["outcome"] == "policy-violation"
+    assert result["growth_kib"] < 16 * 1024
+
+
+@pytest.mark.parametrize("limit", [1, 3, 1000])
+@pytest.mark.parametrize("of", ["top-level element", "child"])
+def test_children_up_to_max_children_accepted_one_more_refused(limit: int, of: str) -> None:
+    def stanza(children: int) -> bytes:
+        kids = b"<a/>" * children
+        return (
+            b"<message>"
+            + (kids if of == "top-level element" else b"<x>" + kids + b"</x>")
+            + b"</message>"
+        )
+
+    for chunks in chunkings(stanza(limit)):
+        (message,) = elements(feed_all(started(max_children=limit, max_elements=5000), chunks))
+        parent = message if of == "top-level element" else message[0]
+        assert len(parent) == limit
+    for chunks in chunkings(stanza(limit + 1)):
+        parser = started(max_children=limit, max_elements=5000)
+        with pytest.raises(LimitExceeded, match=f"more than {limit} children") as excinfo:
+            feed_all(parser, chunks)
+        assert excinfo.value.condition is StreamErrorCondition.POLICY_VIOLATION
+
+
+@pytest.mark.parametrize("limit", [1, 2, 5000])
+def test_elements_up_to_max_elements_accepted_one_more_refused(limit: int) -> None:
+    # The top-level element counts; spread over several levels.
+    def stanza(total: int) -> bytes:
+        rest = total - 1
+        return b"<message>" + b"<x><y/></x>" * (rest // 2) + b"<z/>" * (rest % 2) + b"</message>"
+
+    for chunks in chunkings(stanza(limit)):
+        (message,) = elements(feed_all(started(max_elements=limit), chunks))
+        assert sum(1 for _ in message.iter()) == limit
+    for chunks in chunkings(stanza(limit + 1)):
+        with pytest.raises(LimitExceeded, match=f"more than {limit} elements"):
+            feed_all(started(max_elements=limit), chunks)
+
+
+def test_element_limit_counts_per_top_level_element() -> None:
+    parser = started(max_elements=3)
+    assert len(elements(parser.feed(b"<message><a/><b/></message>" * 100))) == 100
+
+
+@pytest.mark.parametrize("limit", [1, 10, 1000])
+def test_total_attributes_up_to_the_limit_accepted_one_more_refused(limit: int) -> None:
+    # Spread over elements, each within max_attributes, over several slices.
+    def stanza(total: int) -> bytes:
+        parts = [b"<a" + attributes(min(7, total - n)) + b"/>" for n in range(0, total, 7)]
+        return b"<message>" + b"".join(parts) + b"</message>"
+
+    for chunks in chunkings(stanza(limit)):
+        (message,) = elements(feed_all(started(max_total_attributes=limit), chunks))
+        assert sum(len(element.attrib) for element in message.iter()) == limit
+    for chunks in chunkings(stanza(limit + 1)):
+        with pytest.raises(LimitExceeded, match=f"more than {limit} attributes"):
+            feed_all(started(max_total_attributes=limit), chunks)
+
+
+def test_total_attributes_are_counted_across_slices_from_where_the_element_began() -> None:
+    # The element starts in a slice too small to count in, then grows past the limit.
+    parser = started(max_total_attributes=20_000)
+    parser.feed(b"<message" + attributes(900) + b">")
+    with pytest.raises(LimitExceeded, match="more than 20000 attributes"):
+        for _ in range(40):
+            parser.feed(b"<a" + attributes(600) + b"/>")
+
+
+@pytest.mark.parametrize(("more", "refused"), [(10, False), (11, True)])
+def test_namespace_declarations_count_towards_the_total(more: int, refused: bool) -> None:
+    # 1,500 declarations, then 500 more (the limit exactly) or 550.
+    declaring = b"<a" + b"".join(b" xmlns:p%d='urn:%d'" % (n, n) for n in range(50)) + b"/>"
+    for first in (30, 3):  # in a slice large enough to count in, and in a small one
+        parser = started(max_total_attributes=2000)
+        rest = declaring * (30 - first + more) + b"</message>"
+        if refused:
+            with pytest.raises(LimitExceeded, match="attributes and namespace declarations"):
+                feed_all(parser, [b"<message>" + declaring * first, rest])
+        else:
+            (message,) = elements(feed_all(parser, [b"<message>" + declaring * first, rest]))
+            assert len(message) == 30 + more
+
+
+@pytest.mark.skipif(not HAS_PROC, reason="needs /proc/self/status")
+def test_many_attributes_spread_over_elements_are_refused_with_bounded_memory() -> None:
+    # Each element within max_attributes; 1.3 million attributes in 8 MB in all.
+    result = measure(
+        """
+        element = b"<a" + b"".join(b" a%d=''" % n for n in range(1000)) + b"/>"
+        parser = XMLStreamParser()
+        parser.feed(HEADER + b"<message>")
+        base = peak_kib()
+        outcome = "accepted"
+        try:
+            for _ in range(1300):
+                parser.feed(element)
+        except LimitExceeded as exc:
+            outcome = str(exc)
+        print(json.dumps({"outcome": outcome, "growth_kib": peak_kib() - base}))
+        """
+    )
+    assert "attributes" in result["outcome"]
+    assert result["growth_kib"] < 64 * 1024
+
+
+# The detach: lxml re-points each node whose namespace is declared on the stream header, and the
+# cache it keeps for that grows by one entry per such node and is scanned for each: quadratic.
+# The cache is allocated with PyMem, so tracemalloc sees it; the copy that replaces the detach
+# for large elements allocates nothing of the kind.
+
+
+def detach_peak(parser: XMLStreamParser, opening: bytes, body: bytes, closing: bytes) -> int:
+    """Peak traced memory of the feed that completes an element (its body fed beforehand)."""
+    parser.feed(opening)
+    for offset in range(0, len(body), FEED_SLICE):
+        parser.feed(body[offset : offset + FEED_SLICE])
+    tracemalloc.start()
+    try:
+        (element,) = elements(parser.feed(closing))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert element.getparent() is None
+    return peak
+
+
+SHAPES_TO_DETACH = {
+    "children in the default namespace": b"<a/>" * 20_000,
+    "nested in the default namespace": b"<a><b/><c>x</c></a>" * 7_000,
+    "attributes with the header's prefix": (b"<a" + attributes(500, b"stream:a") + b"/>") * 40,
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES_TO_DETACH)
+def test_detaching_a_large_element_does_no_work_per_node_and_earlier_node(shape: str) -> None:
+    peak = detach_peak(started(), b"<message>", SHAPES_TO_DETACH[shape], b"</message>")
+    # The quadratic path allocates its cache: 16 bytes per re-pointed node, 20,000 of them.
+    assert peak < 64 * 1024, shape
+
+
+def test_large_element_arrives_like_a_small_one() -> None:
+    small = b"<message id='s'><body>hi</body><x xmlns='urn:x'><y/></x></message>"
+    large = small.replace(b"</message>", b"<a/>" * 1000 + b"</message>").replace(b"'s'", b"'l'")
+    parser = started()
+    first, second = elements(parser.feed(small + large))
+    for element in (first, second):
+        assert isinstance(element, Message)
+        assert element.getparent() is None
+        assert element.tail is None
+        assert element.body == "hi"
+        assert element[1].tag == "{urn:x}x"
+        assert serialize(element).startswith(b'<message id="')
+        assert b"ns0" not in serialize(element)
+    assert len(second) == 1002
+    # The small one was detached (lxml's ns0 prefix), the large one copied (a default namespace).
+    assert first.nsmap == {"ns0": "jabber:client"}
+    assert second.nsmap == {None: "jabber:client"}
+    assert serialize(second) == serialize(first).replace(b'"s"', b'"l"').replace(
+        b"</message>", b"<a/>" * 1000 + b"</message>"
+    )
+    root = parser._root
+    assert root is not None
+    assert len(root) == 0  # the original of the copy was freed, not kept
+
+
+def test_large_elements_do_not_accumulate_in_the_document() -> None:
+    parser = started()
+    stanza = b"<message>" + b"<a/>" * 600 + b"</message>"
+    for _ in range(50):
+        assert len(elements(parser.feed(stanza * 3 + b"<message><a/>"))) == 3
+        assert len(elements(parser.feed(b"</message>"))) == 1
+        root = parser._root
+        assert root is not None
+        assert len(root) == 0
+
+
+# -- the stream header ---------------------------------------------------------------------------
+
+
+def test_header_attributes_are_read_in_one_walk() -> None:
+    # attrib, items(), values() and get() look each value up by its name in the list of
+    # attributes: copying them that way is quadratic in their number, before TLS and without
+    # a timer able to stop it.
+    reads: list[str] = []
+
+    class Header(etree.ElementBase):
+        @property
+        def attrib(self) -> Any:
+            reads.append("attrib")
+            return super().attrib
+
+        def items(self) -> Any:
+            reads.append("items")
+            return super().items()
+
+        def values(self) -> Any:
+            reads.append("values")
+            return super().values()
+
+        def get(self, key: Any, default: Any = None) -> Any:
+            reads.append("get")
+            return super().get(key, default)
+
+    lookup = etree.ElementNamespaceClassLookup()
+    lookup.get_namespace(STREAMS)["stream"] = Header
+    parser = XMLStreamParser(lookup=lookup, max_header_attributes=1000)
+    header = HEADER[:-1] + attributes(500) + b">"
+    (event,) = parser.feed(header)
+    assert isinstance(event, StreamHeader)
+    assert len(event.attributes) == 504
+    assert event.attributes[XML_LANG] == "en"
+    assert event.attributes["a499"] == ""
+    assert reads == []
+
+
+@pytest.mark.parametrize("limit", [6, 10])
+def test_header_attributes_up_to_the_limit_accepted_one_more_refused(limit: int) -> None:
+    # HEADER has four attributes and two namespace declarations.
+    accepted = HEADER[:-1] + attributes(limit - 6) + b">"
+    for chunks in chunkings(accepted):
+        (header,) = feed_all(XMLStreamParser(max_header_attributes=limit), chunks)
+        assert isinstance(header, StreamHeader)
+    refused = HEADER[:-1] + attributes(limit - 5) + b">"
+    for chunks in chunkings(refused):
+        error = refusal(chunks, max_header_attributes=limit)
+        assert type(error) is LimitExceeded
+        assert error.condition is StreamErrorCondition.POLICY_VIOLATION
+        assert "stream header" in str(error)
+
+
+def test_header_with_thousands_of_attributes_is_refused_early() -> None:
+    header = HEADER[:-1] + attributes(30_000) + b">"
+    parser = XMLStreamParser()
+    fed = 0
+    with pytest.raises(LimitExceeded):
+        for offset in range(0, len(header), 4096):
+            parser.feed(header[offset : offset + 4096])
+            fed += 4096
+    assert fed < 16 * 1024
+
+
+def test_header_over_max_header_bytes_is_refused() -> None:
+    padded = HEADER[:-1] + b" " * (20 * KIB)
+    error = refusal([padded[i : i + 4096] for i in range(0, len(padded), 4096)])
+    assert type(error) is LimitExceeded
+    assert "stream header exceeds 16384 bytes" in str(error)
+    # Below the limit (the XML declaration counts), it is accepted.
+    header = HEADER[:-1] + b" " * (16 * KIB - len(HEADER) - 100) + b">"
+    assert [type(event) for event in XMLStreamParser().feed(header)] == [StreamHeader]
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        "max_attributes",
+        "max_children",
+        "max_elements",
+        "max_total_attributes",
+        "max_header_bytes",
+        "max_header_attributes",
+    ],
+)
+def test_constructor_refuses_limits_below_1(option: str) -> None:
+    with pytest.raises(ValueError, match=option):
+        XMLStreamParser(**{option: 0})
+    assert getattr(XMLStreamParser(**{option: 1}), option) == 1
 
 
 # -- fuzzing -------------------------------------------------------------------------------------

@@ -284,6 +284,58 @@ def test_waiters_cancelled_do_not_receive_elements(h: Harness) -> None:
     assert second.result.tag == "{jabber:client}presence"
 
 
+def _refused_with(h: Harness, condition: StreamErrorCondition) -> StreamError:
+    sent = h.written()
+    assert (
+        b"<" + condition.value.encode() + b' xmlns="urn:ietf:params:xml:ns:xmpp-streams"/>' in sent
+    )
+    assert sent.endswith(b"</stream:error>" + FOOTER)
+    assert h.transport.disconnecting
+    error = h.closing[0]
+    assert isinstance(error, StreamError)
+    assert error.condition is condition and error.sent_by_us
+    return error
+
+
+def test_header_with_thousands_of_attributes_is_a_policy_violation(h: Harness) -> None:
+    # Refused from the first kilobytes, before TLS: no timer has to stop it.
+    h.written()
+    waiter = h.stream.next_element()
+    header = PEER_HEADER[:-1] + b"".join(b" a%d=''" % n for n in range(30_000)) + b">"
+    h.stream.dataReceived(header[:8192])
+    error = _refused_with(h, StreamErrorCondition.POLICY_VIOLATION)
+    assert "stream header" in str(error)
+    assert h.stream.peer_header is None
+    assert waiter.result.value is error
+    waiter.addErrback(lambda f: None)
+
+
+def test_doctype_inside_the_stream_is_restricted_xml(h: Harness) -> None:
+    received: list[etree._Element] = []
+    h.stream.set_element_handler(received.append)
+    h.stream.dataReceived(PEER_HEADER + b"<message><body>ok</body></message><!DOCTYPE x [")
+    h.written()
+    h.stream.dataReceived(b"<!ENTITY a 'b'>]><message><body>&a;</body></message>")
+    assert [m.body for m in received] == ["ok"]  # type: ignore[attr-defined]
+    _refused_with(h, StreamErrorCondition.RESTRICTED_XML)
+
+
+def test_element_over_a_parser_limit_is_a_policy_violation_after_the_ones_before(
+    h: Harness,
+) -> None:
+    received: list[etree._Element] = []
+    h.stream.set_element_handler(received.append)
+    h.stream.dataReceived(PEER_HEADER)
+    h.written()
+    wide = b"<message>" + b"<a/>" * 70_000 + b"</message>"  # over 65,536 children
+    h.stream.dataReceived(b"<message><body>before</body></message>" + wide)
+    assert [m.body for m in received] == ["before"]  # type: ignore[attr-defined]
+    error = _refused_with(h, StreamErrorCondition.POLICY_VIOLATION)
+    assert "children" in str(error)
+    h.stream.dataReceived(b"<message><body>late</body></message>")
+    assert len(received) == 1
+
+
 # -- helpers: a transport that takes startTLS() and tells an abort from a close -------------------
 
 TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
