@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-#: The fewest bytes an attribute takes (a space and ``a=''``): a slice of n bytes holds at most n / 5.
+#: The fewest bytes an attribute takes (a space and ``a=''``): n bytes hold at most n / 5.
 ATTRIBUTE_MIN_BYTES: Final = 5
 
 # The scanner's grammar is a superset of XML's for a start tag: a name is anything up to
