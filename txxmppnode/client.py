@@ -81,12 +81,14 @@ from .errors import DestructionRequested, FatalError
 from .features import StreamFeatures
 from .jid import JID
 from .negotiation import bind_resource
+from .presence_state import PresenceState
 from .security_layer import SecurityLayer
 from .service import Service, ServiceRegistry
 from .signal import Event, Signal, emit_and_wait
 from .stanza import Stanza
 from .stanzastream import StanzaStream
 from .token import StanzaToken
+from .use_connected import UseConnected
 from .xmlstream import XMLStream
 
 S = TypeVar("S", bound=Service)
@@ -362,9 +364,6 @@ class Client:
 
     def connected(self, **kwargs: Any) -> Any:
         """``async with client.connected(timeout=...) as stream:`` -- see UseConnected."""
-        from .presence_state import PresenceState
-        from .use_connected import UseConnected
-
         kwargs.setdefault("presence", PresenceState(False))  # leaves the presence alone
         return UseConnected(self, **kwargs)
 
