@@ -53,7 +53,10 @@ A suspension is transparent: the session (and ``established_event``) outlives th
 :meth:`Client.enqueue` queues and :meth:`Client.send` does not wait; the stanzas go out in order
 after the resumption, or follow the resend policy if the session is destroyed.  A connection
 attempt whose turn comes outside CONNECTING and SUSPENDED (a retry scheduled before a stop)
-opens nothing.
+opens nothing.  A session destroyed while its connection is alive (``client.stream.destroy()``)
+takes that connection with it: the client closes the stream, connects again at once and binds
+a new session (``on_stream_destroyed``, then ``before_stream_established`` and
+``on_stream_established``).
 """
 
 from __future__ import annotations
@@ -149,7 +152,6 @@ def _table() -> dict[tuple[ClientState, ClientInput], ClientState]:
     table[_St.CONNECTING, _In.ESTABLISHED] = _St.ESTABLISHED
     table[_St.ESTABLISHED, _In.LOST] = _St.SUSPENDED
     table[_St.SUSPENDED, _In.RESUMED] = _St.ESTABLISHED
-    table[_St.SUSPENDED, _In.ESTABLISHED] = _St.ESTABLISHED  # destroyed and bound anew
     table[_St.SUSPENDED, _In.DESTROYED] = _St.CONNECTING
     table[_St.ESTABLISHED, _In.DESTROYED] = _St.CONNECTING
     table[_St.STOPPING, _In.ENDED] = _St.STOPPED
@@ -559,13 +561,22 @@ class Client:
             self.stream.destroy(reason)
 
     def _on_stream_destroyed(self, reason: BaseException | None) -> None:
-        lost = self._state in (ClientState.ESTABLISHED, ClientState.SUSPENDED)
+        before = self._state
+        lost = before in (ClientState.ESTABLISHED, ClientState.SUSPENDED)
         self._session_to_destroy = False
         self._input(ClientInput.DESTROYED)
         self.on_stream_destroyed.emit(reason)
         if lost and not self.allow_implicit_reconnect:
             self.logger.error("the session was lost; allow_implicit_reconnect is false")
             self._end_soon(ConnectionError(f"the session was lost and not resumed: {reason}"))
+        elif before is ClientState.ESTABLISHED:
+            # destroyed on a live connection (stream.destroy() called by the application): a
+            # new session needs a new stream, so end this one; the retry goes at once
+            xmlstream = self._xmlstream
+            if xmlstream is not None and xmlstream.is_open:
+                self.logger.info("the session was destroyed: closing its stream for a new one")
+                self._just_dropped = True
+                xmlstream.close()
 
     def _maybe_fatal(self, exc: BaseException) -> None:
         if isinstance(exc, FatalError | ValueError):
