@@ -353,7 +353,10 @@ class Client:
 
         In any state this ends in exactly one ``on_stopped`` (or the ``on_failure`` of an
         error that was stopping the client already), ``running`` False, no connection left
-        and no later attempt (a retry scheduled before the stop opens nothing).  Until the next
+        and no later attempt (a retry scheduled before the stop opens nothing; an attempt under
+        way is cancelled where it is, in its host-name lookup too, and tries no other peer and
+        no DNS discovery).  A TCP handshake already sent when the stop came may still reach
+        the server, which then sees the connection closed at once.  Until the next
         :meth:`start`, every call returns the same Deferred, in progress or fired; a call on a
         client never started fires at once.
         """
