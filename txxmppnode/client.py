@@ -44,10 +44,13 @@ entry per state and :class:`ClientInput`); ``running``, ``established`` and ``su
 read from it::
 
     IDLE ─start─▶ CONNECTING ─established─▶ ESTABLISHED ─lost─▶ SUSPENDED ─resumed─▶ ESTABLISHED
-                     ▲                                              │
-                     └─────────────────destroyed────────────────────┘
+                      ▲                          │                  │
+                      └────────destroyed─────────┴──────────────────┘
     CONNECTING, ESTABLISHED, SUSPENDED ─stop / fatal─▶ STOPPING ─ended─▶ STOPPED or FAILED
     STOPPED, FAILED ─start─▶ CONNECTING
+
+Every other pair leaves the state as it is.  The architecture page of the documentation
+shows the whole table, generated from :data:`TRANSITIONS` (``docs/client_states.py``).
 
 A suspension is transparent: the session (and ``established_event``) outlives the connection,
 :meth:`Client.enqueue` queues and :meth:`Client.send` does not wait; the stanzas go out in order
