@@ -44,16 +44,22 @@ entry per state and :class:`ClientInput`); ``running``, ``established`` and ``su
 read from it::
 
     IDLE ─start─▶ CONNECTING ─established─▶ ESTABLISHED ─lost─▶ SUSPENDED ─resumed─▶ ESTABLISHED
-                     ▲                                              │
-                     └─────────────────destroyed────────────────────┘
+                      ▲                          │                  │
+                      └────────destroyed─────────┴──────────────────┘
     CONNECTING, ESTABLISHED, SUSPENDED ─stop / fatal─▶ STOPPING ─ended─▶ STOPPED or FAILED
     STOPPED, FAILED ─start─▶ CONNECTING
+
+Every other pair leaves the state as it is.  The architecture page of the documentation
+shows the whole table, generated from :data:`TRANSITIONS` (``docs/client_states.py``).
 
 A suspension is transparent: the session (and ``established_event``) outlives the connection,
 :meth:`Client.enqueue` queues and :meth:`Client.send` does not wait; the stanzas go out in order
 after the resumption, or follow the resend policy if the session is destroyed.  A connection
 attempt whose turn comes outside CONNECTING and SUSPENDED (a retry scheduled before a stop)
-opens nothing.
+opens nothing.  A session destroyed while its connection is alive (``client.stream.destroy()``)
+takes that connection with it: the client closes the stream, connects again at once and binds
+a new session (``on_stream_destroyed``, then ``before_stream_established`` and
+``on_stream_established``).
 """
 
 from __future__ import annotations
@@ -81,12 +87,14 @@ from .errors import DestructionRequested, FatalError
 from .features import StreamFeatures
 from .jid import JID
 from .negotiation import bind_resource
+from .presence_state import PresenceState
 from .security_layer import SecurityLayer
 from .service import Service, ServiceRegistry
 from .signal import Event, Signal, emit_and_wait
 from .stanza import Stanza
 from .stanzastream import StanzaStream
 from .token import StanzaToken
+from .use_connected import UseConnected
 from .xmlstream import XMLStream
 
 S = TypeVar("S", bound=Service)
@@ -147,7 +155,6 @@ def _table() -> dict[tuple[ClientState, ClientInput], ClientState]:
     table[_St.CONNECTING, _In.ESTABLISHED] = _St.ESTABLISHED
     table[_St.ESTABLISHED, _In.LOST] = _St.SUSPENDED
     table[_St.SUSPENDED, _In.RESUMED] = _St.ESTABLISHED
-    table[_St.SUSPENDED, _In.ESTABLISHED] = _St.ESTABLISHED  # destroyed and bound anew
     table[_St.SUSPENDED, _In.DESTROYED] = _St.CONNECTING
     table[_St.ESTABLISHED, _In.DESTROYED] = _St.CONNECTING
     table[_St.STOPPING, _In.ENDED] = _St.STOPPED
@@ -349,7 +356,10 @@ class Client:
 
         In any state this ends in exactly one ``on_stopped`` (or the ``on_failure`` of an
         error that was stopping the client already), ``running`` False, no connection left
-        and no later attempt (a retry scheduled before the stop opens nothing).  Until the next
+        and no later attempt (a retry scheduled before the stop opens nothing; an attempt under
+        way is cancelled where it is, in its host-name lookup too, and tries no other peer and
+        no DNS discovery).  A TCP handshake already sent when the stop came may still reach
+        the server, which then sees the connection closed at once.  Until the next
         :meth:`start`, every call returns the same Deferred, in progress or fired; a call on a
         client never started fires at once.
         """
@@ -362,9 +372,6 @@ class Client:
 
     def connected(self, **kwargs: Any) -> Any:
         """``async with client.connected(timeout=...) as stream:`` -- see UseConnected."""
-        from .presence_state import PresenceState
-        from .use_connected import UseConnected
-
         kwargs.setdefault("presence", PresenceState(False))  # leaves the presence alone
         return UseConnected(self, **kwargs)
 
@@ -560,13 +567,22 @@ class Client:
             self.stream.destroy(reason)
 
     def _on_stream_destroyed(self, reason: BaseException | None) -> None:
-        lost = self._state in (ClientState.ESTABLISHED, ClientState.SUSPENDED)
+        before = self._state
+        lost = before in (ClientState.ESTABLISHED, ClientState.SUSPENDED)
         self._session_to_destroy = False
         self._input(ClientInput.DESTROYED)
         self.on_stream_destroyed.emit(reason)
         if lost and not self.allow_implicit_reconnect:
             self.logger.error("the session was lost; allow_implicit_reconnect is false")
             self._end_soon(ConnectionError(f"the session was lost and not resumed: {reason}"))
+        elif before is ClientState.ESTABLISHED:
+            # destroyed on a live connection (stream.destroy() called by the application): a
+            # new session needs a new stream, so end this one; the retry goes at once
+            xmlstream = self._xmlstream
+            if xmlstream is not None and xmlstream.is_open:
+                self.logger.info("the session was destroyed: closing its stream for a new one")
+                self._just_dropped = True
+                xmlstream.close()
 
     def _maybe_fatal(self, exc: BaseException) -> None:
         if isinstance(exc, FatalError | ValueError):

@@ -102,7 +102,9 @@ class _Attempt:
         errors: list[BaseException] = []
         result = await self.try_options(override_peer, errors)
         if result is None:
-            discovered = await discover_connectors(self.jid.domain, resolver, reactor=self.reactor)
+            discovered = await discover_connectors(
+                self.jid.domain, resolver, reactor=self.reactor, logger=self.log
+            )
             result = await self.try_options(discovered, errors)
         if result is not None:
             return result

@@ -12,11 +12,12 @@ always checked against the JID's domain, never against the host connected to.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from lxml import etree
 from twisted.internet import defer, endpoints, error, interfaces
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from .deadline import Deadline
 from .negotiation import negotiate
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from .security_layer import SecurityLayer
 
 ConnectResult = tuple[interfaces.ITransport, XMLStream, etree._Element]
+T = TypeVar("T")
 
 
 class BaseConnector:
@@ -63,7 +65,9 @@ class BaseConnector:
         after authentication.  When the negotiation fails, the stream is closed gracefully
         (stream error or ``<abort/>`` and our footer reach the server first, the transport is
         dropped after ``close_timeout`` at the latest) while the failure is reported at once.
-        Cancelling it closes the half-open connection.
+        Cancelling it closes the half-open connection and fails it with
+        :class:`~twisted.internet.defer.CancelledError`, in every step (also while the host
+        name is being resolved).
 
         :raises TimeoutError: the host name was not resolved and connected to within
             *negotiation_timeout* seconds, or a negotiation step took longer.
@@ -106,7 +110,46 @@ class BaseConnector:
             assert xmlstream.transport is not None
             return (xmlstream.transport, xmlstream, features)
 
-        return defer.Deferred.fromCoroutine(connect_and_negotiate())
+        return cancelled_as_such(defer.Deferred.fromCoroutine(connect_and_negotiate()))
+
+
+def cancelled_as_such(attempt: defer.Deferred[T]) -> defer.Deferred[T]:
+    """*attempt*, except that once cancelled it fails with
+    :class:`~twisted.internet.defer.CancelledError`, whatever its own cancellation produced.
+
+    Cancelling ``HostnameEndpoint.connect`` while the host name is being resolved fails it with
+    :class:`~twisted.internet.error.DNSLookupError` -- an :class:`OSError`, the error of an
+    unreachable host.  :func:`~txxmppnode.connect.connect_xmlstream` then took the cancelled
+    option for a failed one and went on to the next option and to DNS discovery, connecting
+    after the caller (a stopping :class:`~txxmppnode.client.Client`) had given up.  Through
+    this wrapper a cancellation is never mistaken for a failure.
+    """
+    cancelled = False
+
+    def cancel(outer: defer.Deferred[T]) -> None:
+        nonlocal cancelled
+        cancelled = True
+        attempt.cancel()
+
+    outer: defer.Deferred[T] = defer.Deferred(cancel)
+
+    def settle(result: T | Failure) -> None:
+        if outer.called:
+            return  # cancelled, and the attempt ended later: nothing left to report
+        if (
+            cancelled
+            and isinstance(result, Failure)
+            and not isinstance(result.value, defer.CancelledError)
+        ):
+            error = defer.CancelledError(f"cancelled ({result.getErrorMessage()})")
+            result = Failure(error)  # type: ignore[no-untyped-call]
+        if isinstance(result, Failure):
+            outer.errback(result)
+        else:
+            outer.callback(result)
+
+    attempt.addBoth(settle)
+    return outer
 
 
 def _end_failed_negotiation(xmlstream: XMLStream, failure: BaseException) -> None:

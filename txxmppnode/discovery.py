@@ -195,7 +195,9 @@ class _Answer:
     failure: Failure | None = None
 
 
-def _answer_from_sections(service: Service, name: str, sections: _Sections) -> _Answer:
+def _answer_from_sections(
+    service: Service, name: str, sections: _Sections, log: Logger = _log
+) -> _Answer:
     """Turn a DNS response into an :class:`_Answer` (records, ``.``, or nothing)."""
     answers = sections[0]
     records: list[ServiceRecord] = []
@@ -213,7 +215,7 @@ def _answer_from_sections(service: Service, name: str, sections: _Sections) -> _
         try:
             host = target.decode("ascii").rstrip(".")
         except UnicodeDecodeError:
-            _log.warn(
+            log.warn(
                 "Ignoring SRV record of {name} with a non-ASCII target {target!r}",
                 name=name,
                 target=target,
@@ -221,13 +223,13 @@ def _answer_from_sections(service: Service, name: str, sections: _Sections) -> _
             continue
         records.append(ServiceRecord(service, priority, weight, port, host))
     if disabled:
-        _log.info(
+        log.info(
             "{name} has the SRV target '.': the service is not available{ignored}",
             name=name,
             ignored=f" ({len(records)} other record(s) ignored)" if records else "",
         )
         return _Answer(service, name, disabled=True)
-    _log.debug(
+    log.debug(
         "SRV records of {name}: {records}",
         name=name,
         records=", ".join(
@@ -238,22 +240,24 @@ def _answer_from_sections(service: Service, name: str, sections: _Sections) -> _
     return _Answer(service, name, records=tuple(records))
 
 
-def _answer_from_failure(service: Service, name: str, failure: Failure) -> _Answer | Failure:
+def _answer_from_failure(
+    service: Service, name: str, failure: Failure, log: Logger = _log
+) -> _Answer | Failure:
     """Turn a failed lookup into an :class:`_Answer`; a cancellation goes on as it is."""
     if isinstance(failure.value, CancelledError):
         # the caller cancelled the discovery (addTimeout turns its own expiry into TimeoutError)
         return failure
     if isinstance(failure.value, dns_error.DNSNameError):
-        _log.debug("No SRV records for {name} (NXDOMAIN)", name=name)
+        log.debug("No SRV records for {name} (NXDOMAIN)", name=name)
         return _Answer(service, name)
     if isinstance(failure.value, _DNS_FAILURES):
-        _log.warn(
+        log.warn(
             "SRV lookup of {name} failed: {error}",
             name=name,
             error=f"{type(failure.value).__name__}: {failure.value}",
         )
     else:
-        _log.failure("SRV lookup of {name} failed", failure, LogLevel.warn, name=name)
+        log.failure("SRV lookup of {name} failed", failure, LogLevel.warn, name=name)
     return _Answer(service, name, failure=failure)
 
 
@@ -263,9 +267,11 @@ def _lookup(
     domain: str,
     timeout: float,
     reactor: IReactorTime,
+    log: Logger = _log,
 ) -> Deferred[_Answer]:
     """Look up one service's SRV records, never for longer than *timeout* seconds."""
     name = f"{service.prefix}.{domain}"
+    log.debug("Looking up the SRV records of {name}", name=name)
     first = timeout * _FIRST_TRY_SHARE
     # IResolver annotates the schedule as ints, but resolvers hand each value to callLater, which
     # takes fractions of a second; and it annotates the result as a tuple of three RRHeaders
@@ -276,14 +282,16 @@ def _lookup(
     )
     lookup.addTimeout(timeout, reactor)
     result: Deferred[_Answer | Failure] = lookup.addCallbacks(
-        lambda sections: _answer_from_sections(service, name, sections),
-        lambda failure: _answer_from_failure(service, name, failure),
+        lambda sections: _answer_from_sections(service, name, sections, log),
+        lambda failure: _answer_from_failure(service, name, failure, log),
     )
     # a Failure returned by a callback fails the Deferred, so what it fires with is an _Answer
     return cast("Deferred[_Answer]", result)
 
 
-def _decide(domain: str, answers: Sequence[_Answer], rng: random.Random) -> list[ConnectionOption]:
+def _decide(
+    domain: str, answers: Sequence[_Answer], rng: random.Random, log: Logger = _log
+) -> list[ConnectionOption]:
     """Combine the two services' answers into the ordered options (see the module's rules)."""
     usable = [record for answer in answers for record in answer.records]
     by_service = {answer.service: answer for answer in answers}
@@ -291,13 +299,13 @@ def _decide(domain: str, answers: Sequence[_Answer], rng: random.Random) -> list
     direct = by_service[Service.XMPPS_CLIENT]
     if usable:
         options = [record.option() for record in order_srv_records(usable, rng)]
-        _log.debug("Connection options for {domain}: {options}", domain=domain, options=options)
+        log.debug("Connection options for {domain}: {options}", domain=domain, options=options)
         return options
     if starttls.disabled:
         if direct.disabled:
             raise ValueError(f"XMPP is not available on {domain} (SRV target '.')")
         if direct.failure is not None:
-            _log.warn(
+            log.warn(
                 "{domain} disabled {starttls} and the lookup of {direct} failed",
                 domain=domain,
                 starttls=starttls.name,
@@ -310,14 +318,14 @@ def _decide(domain: str, answers: Sequence[_Answer], rng: random.Random) -> list
         )
     failed = [answer.name for answer in answers if answer.failure is not None]
     if failed:
-        _log.warn(
+        log.warn(
             "Falling back to {domain}:{port} (STARTTLS): the SRV lookup of {failed} failed",
             domain=domain,
             port=DEFAULT_PORT,
             failed=" and ".join(failed),
         )
     else:
-        _log.debug(
+        log.debug(
             "No SRV records for {domain}: falling back to {domain}:{port} (STARTTLS)",
             domain=domain,
             port=DEFAULT_PORT,
@@ -349,6 +357,7 @@ def discover_connectors(
     reactor: IReactorTime | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     rng: random.Random | None = None,
+    logger: Logger | None = None,
 ) -> Deferred[list[ConnectionOption]]:
     """Find the ways to connect to the XMPP service of *domain*, best first.
 
@@ -361,6 +370,9 @@ def discover_connectors(
         failed.
     :param rng: the random source for the weighted order within a priority (a seeded
         :class:`random.Random` for reproducible orders); a module-wide one when ``None``.
+    :param logger: where the lines of the discovery go (the lookups, the records found, the
+        options and why, at debug level; failures and fallbacks after failures, at warning
+        level); this module's logger (namespace ``txxmppnode.discovery``) when ``None``.
     :return: a Deferred firing with ``(host, port, connector)`` options, where *host* has no
         trailing dot and *connector* is a :class:`~txxmppnode.connector.STARTTLSConnector`
         (``_xmpp-client``) or a :class:`~txxmppnode.connector.DirectTLSConnector`
@@ -384,7 +396,10 @@ def discover_connectors(
 
         reactor = cast(IReactorTime, global_reactor)
     chosen_rng = rng if rng is not None else _default_rng
-    lookups = [_lookup(resolver, service, query_domain, timeout, reactor) for service in Service]
+    log = logger if logger is not None else _log
+    lookups = [
+        _lookup(resolver, service, query_domain, timeout, reactor, log) for service in Service
+    ]
     gathered = defer.gatherResults(lookups, consumeErrors=True)
     gathered.addErrback(_unwrap_first_error)
-    return gathered.addCallback(lambda answers: _decide(domain, answers, chosen_rng))
+    return gathered.addCallback(lambda answers: _decide(domain, answers, chosen_rng, log))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 
+from .presence_server import PresenceServer
 from .presence_state import PresenceState
 
 if TYPE_CHECKING:
@@ -29,9 +30,9 @@ class UseConnected:
     :param client: the client to manage.
     :param timeout: limit on the time it may take to connect (``timedelta`` or seconds).
     :param presence: deprecated: a presence to set through the
-        :class:`~txxmppnode.presence.PresenceServer` before connecting.  An available presence
-        (the default) emits :class:`DeprecationWarning`; set the presence through the
-        service instead and pass ``PresenceState(False)`` here.
+        :class:`~txxmppnode.presence_server.PresenceServer` before connecting.  An available
+        presence (the default) emits :class:`DeprecationWarning`; set the presence through
+        the service instead and pass ``PresenceState(False)`` here.
     """
 
     def __init__(
@@ -77,8 +78,6 @@ class UseConnected:
     async def __aenter__(self) -> StanzaStream:
         client = self.client
         if self._presence.available:
-            from .presence import PresenceServer
-
             client.summon(PresenceServer).set_presence(self._presence)
         if client.established:
             return client.stream

@@ -352,7 +352,7 @@ EXPECTED: Final[dict[str, dict[str, Any]]] = {
         "available": True,
         "sent_type": None,
         "same_service": True,
-        "core_service": "txxmppnode.presence",
+        "core_service": "txxmppnode.presence_server",
         "face_state_is_core_state": True,
         "stanza_show": "away",
         "shutdowns": [],  # services live as long as the client: a stop shuts none down

@@ -336,14 +336,27 @@ async def enqueue_while_suspended(run: Run) -> dict[str, Any]:
 
 async def stop_racing_reset(run: Run) -> dict[str, Any]:
     """stop() 0-7 loop turns after an RST, reconnections refused: one on_stopped, no
-    on_failure, not running, no connection left.  (That no attempt follows the stop is
-    checked by the unit tests on a task.Clock: here a TCP handshake already under way when
-    the stop began can reach the proxy after it.)"""
-    proxy = await run.proxy()
-    outcomes = []
+    on_failure, not running, no connection left, and no connection attempt after the stop.
+
+    The last is checked at each client's own proxy, which the client knows as two peers (two
+    ways to the same server), with barriers (:meth:`FaultProxy.barrier`): one started just
+    before ``stop()`` splits the connections the proxy sees into those the client began before
+    the stop (a TCP handshake under way when the stop cancelled the attempt still reaches the
+    proxy, whose loop accepts it later) and those begun after; a second one at the end of the
+    scenario, after the other clients' runs, counts the latter, which must be none -- so none
+    reaches the server after on_stopped either.  A stop cancelling an attempt that is resolving
+    the host name used to go on to the second peer.  And nothing left behind could begin an
+    attempt later: once the turns due have run, the reactor holds no timer the client's run
+    added (the DNS resolver's own housekeeping aside)."""
+    await txaio.sleep(0)  # the harness's own timers (the scenario's time limit) exist now
+    baseline = set(run.reactor.getDelayedCalls())
+    outcomes: list[dict[str, Any]] = []
+    split: list[tuple[FaultProxy, int]] = []
     for turns in range(8):
+        proxy = await run.proxy()
         juliet = run.client(port=proxy.port, resource=f"race{turns}")
         juliet.backoff_cap = timedelta(seconds=0.05)
+        juliet.override_peer = juliet.override_peer * 2
         events = Recorder(juliet).names
         established = juliet.on_stream_established.next()
         juliet.start()
@@ -352,11 +365,22 @@ async def stop_racing_reset(run: Run) -> dict[str, Any]:
         proxy.cut()
         for _ in range(turns):
             await txaio.sleep(0)
+        at_stop = proxy.barrier()
         first = juliet.stop()
         same = juliet.stop() is first
         await first
+        split.append((proxy, await run.twisted(at_stop)))
         idle = await run.twisted(proxy.wait_until_idle())
-        proxy.accept_again()
+        proxy.accept_again()  # an attempt after the stop would now reach the server
+        for _ in range(3):
+            await txaio.sleep(0)  # what was due at the stop runs
+        timers_left = [
+            repr(call)
+            for call in run.reactor.getDelayedCalls()
+            if call not in baseline
+            and call.active()
+            and not getattr(call.func, "__module__", "").startswith("twisted.names")
+        ]
         outcomes.append(
             {
                 "same_deferred": same,
@@ -364,8 +388,11 @@ async def stop_racing_reset(run: Run) -> dict[str, Any]:
                 "failures": events.count("on_failure"),
                 "running": juliet.running,
                 "idle": idle,
+                "timers_left": timers_left,
             }
         )
+    for outcome, (proxy, seen_by_stop) in zip(outcomes, split, strict=True):
+        outcome["attempts_after_stop"] = await run.twisted(proxy.barrier()) - seen_by_stop
     return {"outcomes": outcomes}
 
 
@@ -511,6 +538,8 @@ EXPECTED: Final[dict[str, dict[str, Any]]] = {
                 "failures": 0,
                 "running": False,
                 "idle": 0,
+                "attempts_after_stop": 0,
+                "timers_left": [],
             }
         ]
         * 8

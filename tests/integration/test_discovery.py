@@ -6,17 +6,23 @@ only and reads no system file.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IResolver
 from twisted.names.client import Resolver
 
+from tests.integration.asyncio_discovery import DNS_ENV
 from tests.support.dnsmasq import (
     BOTH_SERVICES_DOMAIN,
     DIRECT_TLS_ONLY_DOMAIN,
@@ -31,6 +37,7 @@ from tests.support.reactor import ReactorThread
 from txxmppnode.connector import DirectTLSConnector, STARTTLSConnector
 from txxmppnode.discovery import DEFAULT_PORT, ConnectionOption, discover_connectors
 
+ROOT = Path(__file__).resolve().parents[2]
 # seconds a lookup may take in these tests (dnsmasq on loopback answers in about a millisecond)
 TIMEOUT = 5.0
 DEAD_TIMEOUT = 0.5
@@ -143,3 +150,44 @@ def test_an_unreachable_name_server_falls_back_within_the_timeout(
     assert options == [(NO_RECORDS_DOMAIN, DEFAULT_PORT, STARTTLSConnector())]
     assert DEAD_TIMEOUT * 0.8 <= elapsed < DEAD_TIMEOUT + SLACK
     assert "Falling back" in caplog.text
+
+
+def test_the_asyncio_face_logs_the_discovery_to_the_given_logger(dnsmasq: DnsmasqServer) -> None:
+    """``asyncio_compat.discover_connectors(domain, loop, logger)``: the spec's signature, and
+    the lines of that discovery reach *logger* (the asyncio face runs in a process of its own,
+    see :mod:`tests.integration.asyncio_discovery`)."""
+    host, port = dnsmasq.address
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.integration.asyncio_discovery"],
+        cwd=ROOT,
+        env={**os.environ, DNS_ENV: f"{host}:{port}"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.splitlines()[-1])
+    d = BOTH_SERVICES_DOMAIN
+    both = outcome["both"]
+    assert both["options"][0] == [f"s1.{d}", 5270, "DirectTLSConnector"]
+    assert len(both["options"]) == 5
+    assert both["default"] == []  # all of it went to the logger given
+    assert both["mine"][:2] == [
+        f"DEBUG Looking up the SRV records of _xmpp-client._tcp.{d}",
+        f"DEBUG Looking up the SRV records of _xmpps-client._tcp.{d}",
+    ]
+    records = [line for line in both["mine"] if line.startswith("DEBUG SRV records of ")]
+    assert len(records) == 2 and f"s1.{d}:5270 (priority 5" in " ".join(records)
+    assert both["mine"][-1].startswith(f"DEBUG Connection options for {d}: ")
+
+    none = outcome["none"]
+    n = NO_RECORDS_DOMAIN
+    assert none["options"] == [[n, 5222, "STARTTLSConnector"]]
+    assert none["default"] == []
+    assert none["mine"][-1] == f"DEBUG No SRV records for {n}: falling back to {n}:5222 (STARTTLS)"
+    assert f"DEBUG No SRV records for _xmpp-client._tcp.{n} (NXDOMAIN)" in none["mine"]
+
+    unlogged = outcome["no_logger"]
+    assert unlogged["mine"] == []
+    assert unlogged["default"] == none["mine"]  # the same lines, under txxmppnode.discovery

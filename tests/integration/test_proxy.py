@@ -8,6 +8,7 @@ connection ends, and that a half-close passes through.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
@@ -665,3 +666,30 @@ def test_stop_resets_connections_and_closes_the_port(
         await proxy.stop()
 
     reactor_thread.run(scenario)
+
+
+def test_barrier_counts_connections_begun_before_it_and_none_after(
+    prosody: ProsodyServer, reactor_thread: ReactorThread, make_fault_proxy: MakeProxy
+) -> None:
+    """Handshakes begun before barrier() are counted when it fires, even when their client
+    gave up at once (a cancelled attempt); one begun after it is not, nor is the barrier's."""
+    proxy = make_fault_proxy(prosody.starttls_port)
+
+    def begin_and_abandon() -> None:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        probe.setblocking(False)
+        probe.connect_ex(("127.0.0.1", proxy.port))
+        probe.close()  # before the proxy's loop ran: it still accepts the connection
+
+    async def scenario() -> tuple[int, int, int]:
+        proxy.refuse()
+        begin_and_abandon()
+        begin_and_abandon()
+        first = proxy.barrier()
+        begin_and_abandon()
+        before = await first
+        after = await proxy.barrier()
+        return before, after, proxy.connections_refused
+
+    assert reactor_thread.run(scenario, timeout=5) == (2, 3, 3)
+    assert reactor_thread.run(lambda: proxy.connections_accepted) == 0

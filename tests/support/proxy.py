@@ -12,6 +12,9 @@ through: it is only TCP).  The test decides when the network misbehaves:
 * :meth:`~FaultProxy.refuse` resets new connections as soon as they are accepted, until
   :meth:`~FaultProxy.accept_again`.
 
+:meth:`~FaultProxy.barrier` orders the test's view against the client's: it fires once the
+proxy has seen every connection whose TCP handshake began before it was called.
+
 Everything here runs in the reactor thread.  Tests, which run in the pytest thread, call every
 method through the reactor thread fixture, and wait for the returned Deferreds the same way::
 
@@ -34,6 +37,9 @@ the data before it has been written, and a reset on one side resets the other si
 from __future__ import annotations
 
 import enum
+import errno
+import os
+import socket
 from collections.abc import Callable
 from typing import Final, cast
 
@@ -198,6 +204,20 @@ class _Connection(Protocol):
         """Reset the connection (RST), dropping whatever is buffered."""
         if not self.gone:
             self.transport.abortConnection()
+
+
+class _Barrier(Protocol):
+    """The proxy's end of a :meth:`FaultProxy.barrier` connection: counted nowhere, closed."""
+
+    def __init__(self, probe: socket.socket, waiter: defer.Deferred[int], seen: int) -> None:
+        """Fire *waiter* with *seen* once connected, then close both ends."""
+        self.probe, self.waiter, self.seen = probe, waiter, seen
+
+    def connectionMade(self) -> None:
+        """Close both ends of the barrier connection, then fire the waiter."""
+        self.probe.close()
+        self.transport.loseConnection()
+        self.waiter.callback(self.seen)
 
 
 class _Refused(_Connection):
@@ -438,10 +458,15 @@ class _ListeningFactory(Factory):
         self.proxy = proxy
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
-        """Return the client's side of a new link, or a connection to reset at once."""
-        if self.proxy._refusing:
-            return _Refused(self.proxy)
-        return _Link(self.proxy).client
+        """Return the client's side of a new link, a connection to reset at once, or the end of
+        a barrier connection."""
+        proxy = self.proxy
+        barrier = proxy._barriers.pop(addr.port, None) if isinstance(addr, IPv4Address) else None
+        if barrier is not None:
+            return _Barrier(*barrier, proxy.connections_accepted + proxy.connections_refused)
+        if proxy._refusing:
+            return _Refused(proxy)
+        return _Link(proxy).client
 
 
 class FaultProxy:
@@ -501,6 +526,8 @@ class FaultProxy:
         self._refusal_waiters = _CountWaiters()
         # (active connections wanted at most, waiter)
         self._idle_waiters: list[tuple[int, defer.Deferred[int]]] = []
+        # barrier connections not accepted yet, by their local port
+        self._barriers: dict[int, tuple[socket.socket, defer.Deferred[int]]] = {}
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -676,6 +703,32 @@ class FaultProxy:
     def wait_for_refusals(self, count: int) -> defer.Deferred[int]:
         """Return a Deferred firing once *count* connections were refused in total."""
         return self._refusal_waiters.wait(self.connections_refused, count)
+
+    def barrier(self) -> defer.Deferred[int]:
+        """Connect to the proxy now; fire once it accepted that connection.
+
+        The TCP handshake starts before this returns (a plain non-blocking ``connect()``, not a
+        reactor connection, which would start one reactor turn later).  The kernel queues
+        accepted connections in the order their handshakes completed and the proxy accepts
+        them in that order, so when the Deferred fires the proxy has seen every connection
+        begun before this call and none begun after it (on loopback a handshake completes
+        within the ``connect()`` call).  It fires with the connections seen so far
+        (:attr:`connections_accepted` plus :attr:`connections_refused`); the barrier
+        connection itself counts in neither and is closed at once.
+
+        Call it from a signal listener (``on_stopped``) to split the connections a client
+        made into those begun before the signal and those begun after.
+        """
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        probe.setblocking(False)
+        error = probe.connect_ex((LISTEN_HOST, self.port))
+        waiter: defer.Deferred[int] = defer.Deferred()
+        if error not in (0, errno.EINPROGRESS):
+            probe.close()
+            waiter.errback(OSError(error, f"barrier connection: {os.strerror(error)}"))
+            return waiter
+        self._barriers[probe.getsockname()[1]] = (probe, waiter)
+        return waiter
 
     def wait_until_idle(self, at_most: int = 0) -> defer.Deferred[int]:
         """Return a Deferred firing once :attr:`active_connections` is *at_most* or fewer.

@@ -6,12 +6,17 @@ the injected :class:`~twisted.internet.task.Clock`.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import pytest
 from lxml import etree
 from twisted.internet.error import ConnectionLost
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
 
 from txxmppnode import Message
-from txxmppnode.client import ClientState
+from txxmppnode.client import TRANSITIONS, ClientInput, ClientState, _StreamEndpoint
 from txxmppnode.presence import PresenceManagedClient, PresenceServer
 from txxmppnode.presence_state import PresenceState
 from txxmppnode.token import StanzaState
@@ -238,8 +243,6 @@ def test_a_before_stream_established_listener_awaiting_send_does_not_deadlock() 
 
 
 def test_the_transition_table_covers_every_pair() -> None:
-    from txxmppnode.client import TRANSITIONS, ClientInput
-
     assert set(TRANSITIONS) == {(s, i) for s in ClientState for i in ClientInput}
     running = {ClientState.CONNECTING, ClientState.ESTABLISHED, ClientState.SUSPENDED}
     for (state, event), after in TRANSITIONS.items():
@@ -301,3 +304,176 @@ def test_stream_features_answer_feature_queries() -> None:
     assert features.find("{urn:xmpp:sm:3}sm") is not None  # still the element's methods
     with pytest.raises(KeyError):
         features["{urn:ietf:params:xml:ns:xmpp-session}session"]
+
+
+# -- the state table, walked: every (state, input) pair on a live client ---------------------
+
+St, In = ClientState, ClientInput
+#: the states ``running`` is true in
+RUNNING_OR_STOPPING = {St.CONNECTING, St.ESTABLISHED, St.SUSPENDED, St.STOPPING}
+#: what each declared transition emits, once the client has settled after it (the server
+#: accepts connections unless the state was reached with it refusing them)
+EFFECTS: dict[tuple[ClientState, ClientInput], tuple[list[str], ClientState]] = {
+    **{
+        (state, In.START): (
+            ["on_connecting", "before_stream_established", "on_stream_established"],
+            St.ESTABLISHED,
+        )
+        for state in (St.IDLE, St.STOPPED, St.FAILED)
+    },
+    (St.CONNECTING, In.STOP): (["on_stopped"], St.STOPPED),
+    (St.ESTABLISHED, In.STOP): (["on_stream_destroyed", "on_stopped"], St.STOPPED),
+    (St.SUSPENDED, In.STOP): (["on_stream_destroyed", "on_stopped"], St.STOPPED),
+    (St.CONNECTING, In.FATAL): (["on_failure"], St.FAILED),
+    (St.ESTABLISHED, In.FATAL): (["on_stream_destroyed", "on_failure"], St.FAILED),
+    (St.SUSPENDED, In.FATAL): (["on_stream_destroyed", "on_failure"], St.FAILED),
+    (St.CONNECTING, In.ESTABLISHED): (
+        ["on_connecting", "before_stream_established", "on_stream_established"],
+        St.ESTABLISHED,
+    ),
+    (St.ESTABLISHED, In.LOST): (
+        ["on_stream_suspended", "on_connecting", "on_stream_resumed"],
+        St.ESTABLISHED,
+    ),
+    (St.SUSPENDED, In.RESUMED): (["on_connecting", "on_stream_resumed"], St.ESTABLISHED),
+    # the session is gone: the connection it was on is closed and a new session bound
+    (St.ESTABLISHED, In.DESTROYED): (
+        [
+            "on_stream_destroyed",
+            "on_connecting",
+            "before_stream_established",
+            "on_stream_established",
+        ],
+        St.ESTABLISHED,
+    ),
+    (St.SUSPENDED, In.DESTROYED): (["on_stream_destroyed"], St.CONNECTING),
+    (St.STOPPING, In.ENDED): (["on_stream_destroyed", "on_stopped"], St.STOPPED),
+}
+
+
+class Transitions:
+    """The client's transition log (its debug lines), as (before, input, after)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[ClientState, ClientInput, ClientState]] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if "before" in event and "after" in event:
+            self.seen.append(
+                (
+                    ClientState(event["before"]),
+                    ClientInput(event["event"]),
+                    ClientState(event["after"]),
+                )
+            )
+
+
+class Walker:
+    """A MemoryClient brought to a state by real events, with its signals and transitions."""
+
+    NAMES = (*Recorder.NAMES, "on_connecting")
+
+    def __init__(self, state: ClientState) -> None:
+        self.transitions = Transitions()
+        self.client = client = MemoryClient(logger=Logger(observer=self.transitions))
+        self.signals: list[str] = []
+        for name in self.NAMES:
+            getattr(client, name).connect(lambda *_, name=name: self.signals.append(name))
+        server = client.server
+        if state is St.CONNECTING:
+            server.refuse_connections = True
+            client.start()
+        elif state is not St.IDLE:
+            client.start()
+            settle(client.clock)
+            if state is St.SUSPENDED:
+                server.refuse_connections = True
+                server.drop(ConnectionLost())
+            elif state is St.STOPPING:
+                client.stop()  # waits for the server's footer: one turn
+                assert client.state is St.STOPPING
+                return
+            elif state is St.STOPPED:
+                client.stop()
+            elif state is St.FAILED:
+                client._end_soon(ValueError("fatal"))
+        settle(client.clock)
+        assert client.state is state, (state, self.signals)
+
+    def drive(self, event: ClientInput) -> None:
+        """Make *event* happen to the client: the real event where the state has one, else
+        the client's single entry for inputs (what it does should the event reach it)."""
+        client, server, state = self.client, self.client.server, self.client.state
+        if event is In.START:
+            with contextlib.suppress(RuntimeError):  # refused while running
+                client.start()
+        elif event is In.STOP:
+            client.stop()
+        elif event is In.ESTABLISHED and state is St.CONNECTING:
+            server.refuse_connections = False
+            client.clock.advance(60)  # the retry timer: a connection, a resource bound
+            settle(client.clock)
+        elif event is In.LOST:
+            if state is St.ESTABLISHED:
+                server.drop(ConnectionLost())  # an RST
+            else:
+                client.stream.on_connection_lost.emit(ConnectionLost())
+        elif event is In.RESUMED and state is St.SUSPENDED:
+            server.refuse_connections = False
+            client.clock.advance(60)
+            settle(client.clock)
+        elif event is In.DESTROYED:
+            client.stream.destroy(ConnectionError("the session is gone"))
+        elif event is In.FATAL:
+            client._end_soon(ValueError("fatal"))
+        elif event is In.RETRY:  # what ClientService calls when the retry timer fires
+            attempt = _StreamEndpoint(client).connect(Factory.forProtocol(Protocol))
+            attempt.addErrback(lambda failure: None)
+        elif event is In.ENDED and state is St.STOPPING:
+            settle(client.clock)  # the server's footer arrives, the stop ends
+        else:
+            client._input(event)
+
+
+def assert_derived(client: MemoryClient) -> None:
+    """``running``, ``established``, ``suspended`` and ``established_event`` follow the state."""
+    state = client.state
+    assert client.running is (state in RUNNING_OR_STOPPING)
+    assert client.established is (state in (St.ESTABLISHED, St.SUSPENDED))
+    assert client.established_event.is_set() is client.established
+    assert client.suspended is (state is St.SUSPENDED)
+
+
+@pytest.mark.parametrize("event", list(ClientInput), ids=lambda event: event.value)
+@pytest.mark.parametrize("state", list(ClientState), ids=lambda state: state.value)
+def test_every_state_and_input(state: ClientState, event: ClientInput) -> None:
+    walker = Walker(state)
+    client = walker.client
+    signals, transitions = len(walker.signals), len(walker.transitions.seen)
+    attempts = client.attempts
+    walker.drive(event)
+    after = TRANSITIONS[state, event]
+    new_transitions = walker.transitions.seen[transitions:]
+    new_signals = walker.signals[signals:]
+    if after is state:
+        # ignored (or refused): the state and everything derived from it stay as they were
+        assert new_transitions == [] and client.state is state
+        assert_derived(client)
+        relayed = ["on_stream_destroyed"] if event is In.DESTROYED else []
+        retried = event is In.RETRY and state in (St.CONNECTING, St.SUSPENDED)
+        assert new_signals == (["on_connecting"] if retried else relayed)
+        assert client.attempts == attempts + retried
+    else:
+        assert new_transitions[0] == (state, event, after)
+        assert_derived(client)
+        settle(client.clock)
+        expected_signals, final = EFFECTS[state, event]
+        assert walker.signals[signals:] == expected_signals
+        assert client.state is final
+    settle(client.clock)
+    assert_derived(client)
+
+
+def test_the_effects_table_names_every_declared_transition() -> None:
+    declared = {pair for pair, after in TRANSITIONS.items() if after is not pair[0]}
+    assert declared == set(EFFECTS)

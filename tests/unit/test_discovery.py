@@ -16,7 +16,14 @@ from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IResolver
 from twisted.internet.task import Clock
-from twisted.logger import ILogObserver, LogEvent, LogLevel, globalLogPublisher
+from twisted.logger import (
+    ILogObserver,
+    LogEvent,
+    Logger,
+    LogLevel,
+    formatEvent,
+    globalLogPublisher,
+)
 from twisted.names import dns
 from twisted.names import error as dns_error
 from twisted.python.failure import Failure
@@ -452,3 +459,21 @@ def test_the_default_resolver_is_twisted_names_own(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(client, "getResolver", lambda: resolver)
     d = discover_connectors(DOMAIN, reactor=Clock())
     assert Outcome(d).value() == [("s.example.com", 5223, DirectTLSConnector())]
+
+
+def test_a_given_logger_gets_every_line_of_the_discovery(logs: list[LogEvent]) -> None:
+    mine: list[LogEvent] = []
+    logger = Logger(namespace="my.app", observer=cast(ILogObserver, mine.append))
+    d = discover_connectors(
+        DOMAIN,
+        cast(IResolver, FakeResolver({XMPP: [(0, 0, 5222, "a.example")]})),
+        reactor=Clock(),
+        timeout=TIMEOUT,
+        logger=logger,
+    )
+    assert Outcome(d).value() == [("a.example", 5222, STARTTLSConnector())]
+    lines = [formatEvent(event) for event in mine]
+    assert f"Looking up the SRV records of _xmpp-client._tcp.{DOMAIN}" in lines
+    assert f"Looking up the SRV records of _xmpps-client._tcp.{DOMAIN}" in lines
+    assert any(line.startswith("Connection options for") for line in lines)
+    assert [e for e in logs if e.get("log_namespace") == "txxmppnode.discovery"] == []

@@ -30,6 +30,7 @@ from twisted.internet import defer, interfaces
 
 from .. import client as _core_client
 from .. import presence as _core_presence
+from .. import presence_server as _core_presence_server
 from .. import service as _core_service
 from .. import use_connected as _core_use_connected
 from ..connect import PeerOption
@@ -47,7 +48,7 @@ from .stream import StanzaStream, StanzaToken
 __all__ = ["Client", "PresenceManagedClient", "PresenceServer", "Service", "UseConnected"]
 
 S = TypeVar("S", bound=_core_service.Service)
-Status = _core_presence.Status
+Status = _core_presence_server.Status
 
 # core client -> its asyncio face, for services summoned through the core's registry
 _faces: weakref.WeakKeyDictionary[_core_client.Client, weakref.ref[Client]] = (
@@ -420,11 +421,11 @@ class PresenceServer(Service):
     its dependency and works on it: there is one presence per client.
     """
 
-    ORDER_AFTER = frozenset({_core_presence.PresenceServer})
+    ORDER_AFTER = frozenset({_core_presence_server.PresenceServer})
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
-        self._core = self.dependency(_core_presence.PresenceServer)
+        self._core = self.dependency(_core_presence_server.PresenceServer)
         loop = self.client.loop
         #: Emitted with the presence stanza after it was handed to the stream.
         self.on_presence_sent: Signal[[Presence]] = Signal(
@@ -436,7 +437,7 @@ class PresenceServer(Service):
         )
 
     @property
-    def core(self) -> _core_presence.PresenceServer:
+    def core(self) -> _core_presence_server.PresenceServer:
         """The core service this one faces."""
         return self._core
 

@@ -84,12 +84,25 @@ async def discover_connectors(
 
     As :func:`txxmppnode.discover_connectors` (SRV records of RFC 6120 and XEP-0368, the
     fallback to port 5222, :class:`ValueError` when the domain says XMPP is not available).
-    *logger* is accepted for compatibility; discovery logs under ``txxmppnode.discovery``.
+
+    :param loop: the event loop (the running loop when ``None``).
+    :param logger: the :class:`logging.Logger` that gets the lines of this discovery: the
+        lookups, the records found and the options chosen at ``DEBUG``, failed lookups and
+        fallbacks after failures at ``WARNING``.  When ``None`` they go to the logger
+        ``txxmppnode.discovery``.
+    :param resolver: the DNS resolver (an ``IResolver``); the system's when ``None``.
+    :param timeout: seconds each of the two concurrent SRV lookups may take.
+    :param rng: the random source for the weighted order within a priority.
     """
     loop = loop or asyncio.get_running_loop()
     reactor = install_reactor(loop)
     discovering = _core_discovery.discover_connectors(
-        domain, resolver, reactor=reactor, timeout=timeout, rng=rng
+        domain,
+        resolver,
+        reactor=reactor,
+        timeout=timeout,
+        rng=rng,
+        logger=None if logger is None else stdlib_twisted_logger(logger, logger.name),
     )
     return await as_future(discovering, loop)
 

@@ -1,6 +1,8 @@
 """What the node counts, and the Prometheus text exposition of it over ``twisted.web``.
 
-:class:`NodeMetrics` follows one client through its signals (``on_connecting``,
+:class:`NodeMetrics` reads the connection state from the client itself
+(:attr:`Client.state <txxmppnode.client.Client.state>`, the one place the client keeps it), and
+counts what the client reports through its signals (``on_connecting``,
 ``on_stream_established``, ...) and its stanza stream's ``on_stanza_received`` and
 ``on_stanza_enqueued`` hooks; :meth:`NodeMetrics.render` writes the Prometheus text format
 (version 0.0.4).  :func:`metrics_site` makes the ``twisted.web`` site that serves it at
@@ -22,7 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from ..client import Client
+from ..client import Client, ClientState
 from ..errors import StreamError
 from ..stanza import IQ, Message, Presence, Stanza
 
@@ -30,8 +32,9 @@ __all__ = ["CONTENT_TYPE", "STANZA_KINDS", "STATES", "NodeMetrics", "metrics_sit
 
 #: The Content-Type of the Prometheus text format.
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-#: The values of the ``state`` label of ``xmppnode_connection_state``.
-STATES: Final = ("stopped", "connecting", "established", "suspended", "failed")
+#: The values of the ``state`` label of ``xmppnode_connection_state``: those of
+#: :class:`~txxmppnode.client.ClientState`, in its order.
+STATES: Final = tuple(state.value for state in ClientState)
 #: The values of the ``kind`` label of the stanza counters.
 STANZA_KINDS: Final = ("message", "presence", "iq")
 
@@ -99,8 +102,6 @@ class NodeMetrics:
     def __init__(self, client: Client, clock: IReactorTime) -> None:
         self.client = client
         self.clock = clock
-        #: One of :data:`STATES`.
-        self.state = "stopped"
         self.connection_attempts = 0
         self.connection_failures = 0
         self.reconnects = 0
@@ -121,23 +122,20 @@ class NodeMetrics:
         client.on_stream_resumed.connect(self._resumed)
         client.on_stream_suspended.connect(self._suspended)
         client.on_stream_destroyed.connect(self._destroyed)
-        client.on_stopped.connect(self._stopped)
         client.on_failure.connect(self._failed)
         client.stream.on_stanza_received.connect(self._received)
         client.stream.on_stanza_enqueued.connect(self._enqueued)
 
-    # -- what the client reports ----------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """The client's state, one of :data:`STATES` (read from the client, never stored)."""
+        return self.client.state.value
 
-    def starting(self) -> None:
-        """The node asked the client to go online."""
-        if self.state in ("stopped", "failed"):
-            self.state = "connecting"
+    # -- what the client reports ----------------------------------------------------------
 
     def _connecting(self) -> None:
         self.connection_attempts += 1
         self._attempt_started = self.clock.seconds()
-        if self.state != "suspended":
-            self.state = "connecting"
 
     def _connect_failed(self, error: BaseException) -> None:
         if isinstance(error, defer.CancelledError):
@@ -153,7 +151,6 @@ class NodeMetrics:
         if self._attempt_started is not None:
             self.last_negotiation_seconds = self.clock.seconds() - self._attempt_started
             self._attempt_started = None
-        self.state = "established"
 
     def _established(self) -> None:
         self.sessions_established += 1
@@ -165,19 +162,12 @@ class NodeMetrics:
 
     def _suspended(self, reason: BaseException | None) -> None:
         self.count_stream_error(reason)
-        self.state = "suspended"
 
     def _destroyed(self, reason: BaseException | None) -> None:
         self.count_stream_error(reason)
-        if self.state == "suspended":
-            self.state = "connecting"
-
-    def _stopped(self) -> None:
-        self.state = "stopped"
 
     def _failed(self, error: BaseException) -> None:
         self.count_stream_error(error)
-        self.state = "failed"
 
     def count_stream_error(self, error: BaseException | None) -> None:
         """Count *error* if it is a stream error (by its condition), once per exception."""
@@ -196,6 +186,7 @@ class NodeMetrics:
     def render(self) -> str:
         """The metrics in the Prometheus text format (version 0.0.4)."""
         stream = self.client.stream
+        current = self.state
         out = _Writer()
         out.family("xmppnode_info", "gauge", "The node's account; always 1.",
                    [({"jid": str(self.client.local_jid)}, 1)])  # fmt: skip
@@ -203,7 +194,7 @@ class NodeMetrics:
             "xmppnode_connection_state",
             "gauge",
             "1 for the current connection state, 0 for the others.",
-            [({"state": state}, int(state == self.state)) for state in STATES],
+            [({"state": state}, int(state == current)) for state in STATES],
         )
         counters = (
             ("connection_attempts", "Connection attempts, the first and every retry.",

@@ -155,7 +155,6 @@ class NodeService(MultiService):
             peer=settings.describe_peer(),
             presence=_show(settings.presence),
         )
-        self.metrics.starting()
         self.client.set_presence(settings.presence, settings.status, settings.priority)
         if self.standalone:
             self.reactor.callWhenRunning(self._handle_signals)
