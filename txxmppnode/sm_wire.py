@@ -146,10 +146,14 @@ class SMWire:
         self.reactor = reactor
         self.log = log
         self._state = WireState.DETACHED
+        #: Whether stanzas may be written now: the state is FLOWING.  Read for every batch
+        #: the stanza stream writes, so it is kept as a plain attribute, set with the state.
+        self.writing = False
+        #: An ``<r/>`` came this turn; its ``<a/>`` goes out with the next batch
+        #: (:meth:`take_owed_ack`).
+        self.ack_owed = False
         # the answer to <enable/> or <resume/>, while ENABLING or RESUMING
         self._pending: defer.Deferred[etree._Element] | None = None
-        # an <r/> came this turn; its <a/> goes out with the next batch
-        self._ack_owed = False
 
     # -- state -----------------------------------------------------------------------------
 
@@ -158,11 +162,6 @@ class SMWire:
         """The :class:`WireState`."""
         return self._state
 
-    @property
-    def writing(self) -> bool:
-        """Whether stanzas may be written now (FLOWING)."""
-        return self._state is WireState.FLOWING
-
     def _input(self, event: WireInput) -> None:
         try:
             self._state = TRANSITIONS[self._state, event]
@@ -170,12 +169,13 @@ class SMWire:
             raise RuntimeError(
                 f"stream management: {event.value} is not allowed in state {self._state.name}"
             ) from None
+        self.writing = self._state is WireState.FLOWING
 
     def attach(self) -> None:
         """A new XML stream is attached: hold writes until :meth:`release`."""
         self._fail_pending(ConnectionError("the stream was detached"))
         self._input(WireInput.ATTACH)
-        self._ack_owed = False
+        self.ack_owed = False
 
     def release(self) -> None:
         """The session is set up (or none is wanted): writes may go out."""
@@ -184,7 +184,7 @@ class SMWire:
     def detach(self, reason: BaseException | None = None) -> None:
         """The XML stream is gone: an awaited answer fails with *reason*; nothing is owed."""
         self._input(WireInput.DETACH)
-        self._ack_owed = False
+        self.ack_owed = False
         self._fail_pending(reason or ConnectionError("the stream was detached"))
 
     def _fail_pending(self, reason: BaseException) -> None:
@@ -298,12 +298,12 @@ class SMWire:
         is on); it goes out with the next batch, once per turn however many ``<r/>`` came."""
         if not self.counters.sm_enabled:
             return False
-        self._ack_owed = True
+        self.ack_owed = True
         return True
 
     def take_owed_ack(self) -> bytes | None:
         """The ``<a h/>`` owed for this turn's ``<r/>``, or ``None``; nothing is owed after."""
-        owed, self._ack_owed = self._ack_owed, False
+        owed, self.ack_owed = self.ack_owed, False
         if owed and self.counters.sm_enabled:
             return _A_TEMPLATE % self.counters.ack_answer()
         return None

@@ -361,12 +361,14 @@ class StanzaStream:
         """
         self._flush_call = None
         xmlstream = self._xmlstream
-        if xmlstream is None or not self._wire.writing or xmlstream.paused:
+        wire = self._wire
+        if xmlstream is None or not wire.writing or xmlstream.paused:
             return
         batch: list[bytes] = []
-        ack = self._wire.take_owed_ack()
-        if ack is not None:
-            batch.append(ack)
+        if wire.ack_owed:
+            ack = wire.take_owed_ack()
+            if ack is not None:
+                batch.append(ack)
         requested = False
         while self._queue:
             token = self._queue.popleft()
