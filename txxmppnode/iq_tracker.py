@@ -20,14 +20,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from inspect import isawaitable
 from typing import Any
 
 from twisted.internet import defer, interfaces
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from .errors import ErroneousStanza
 from .jid import JID
 from .stanza import IQ, IQType
+from .token import StanzaToken
 
 _log = Logger()
 
@@ -72,6 +75,32 @@ class IQTracker:
             pending.timer = self.reactor.callLater(timeout, self._time_out, request_id, timeout)
         self._pending[request_id] = pending
         return result
+
+    def request(
+        self, token: StanzaToken, timeout: float | None, cb: ResponseCallback | None
+    ) -> defer.Deferred[Any]:
+        """Track the IQ request of *token*; the Deferred fires with the response's payload.
+
+        The response proves the server got the request, so it is not held up waiting for
+        the acknowledgement; but if the request can never reach the server (its token fails),
+        it fails now, with the token's error.  *cb*, if given, is called with the response
+        first; what it returns (awaited if it is awaitable) is the result unless ``None``.
+
+        :raises ValueError: as :meth:`expect`.
+        :raises XMPPError: (through the Deferred) the response is an error.
+        :raises ErroneousStanza: (through the Deferred) the response cannot be understood.
+        :raises TimeoutError: (through the Deferred) no response in *timeout* seconds.
+        """
+        request = token.stanza
+        assert isinstance(request, IQ)
+        response = self.expect(request, timeout)
+        request_id = request.id_ or ""
+
+        def undeliverable(failure: Failure) -> None:
+            self.fail(request_id, failure.value or ConnectionError("not delivered"))
+
+        token.deferred().addErrback(undeliverable)
+        return defer.Deferred.fromCoroutine(_payload(response, cb))
 
     def _senders_for(self, to: JID | None) -> frozenset[JID | None]:
         local = self.local_jid
@@ -137,6 +166,17 @@ class IQTracker:
         if entry is not None:
             entry.timer = None
             entry.result.errback(TimeoutError(f"no response to IQ {request_id} in {timeout:g}s"))
+
+
+async def _payload(response: defer.Deferred[IQ], cb: ResponseCallback | None) -> Any:
+    reply = await response
+    if cb is not None:
+        outcome = cb(reply)
+        if isawaitable(outcome):
+            outcome = await outcome
+        if outcome is not None:
+            return outcome
+    return response_payload(reply)
 
 
 def response_payload(response: IQ) -> Any:

@@ -44,7 +44,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .sasl import KeyDerivation
+from .sasl_mechanisms import KeyDerivation
 
 __all__ = ["DEFAULT_CACHE_SIZE", "KeyDeriver", "SaltedPasswordCache"]
 

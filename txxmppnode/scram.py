@@ -50,7 +50,12 @@ import secrets
 from typing import Final
 
 from .errors import AuthenticationFailure
-from .sasl import KeyDerivation, SASLMechanism, SASLProtocolError, prepare_credential
+from .sasl_mechanisms import (
+    KeyDerivation,
+    SASLMechanism,
+    SASLProtocolError,
+    prepare_credential,
+)
 
 __all__ = ["HASHES", "MAX_ITERATIONS", "MIN_ITERATIONS", "ScramMechanism", "escape_username"]
 

@@ -31,11 +31,13 @@ Bounds, against a server that does not cooperate:
 * an ``<r/>`` the server leaves unanswered for the hard liveness limit ends the connection
   like silence does, whatever keep-alives arrive (:mod:`~txxmppnode.liveness`).
 
-Receiving: the stream answers ``<r/>`` (once per turn), applies ``<a/>``, counts stanzas for
-XEP-0198, matches IQ responses (:mod:`~txxmppnode.iq_tracker`), runs IQ request handlers and
-message and presence callbacks (:mod:`~txxmppnode.dispatch`), answers pings, and answers
-requests it cannot serve with ``service-unavailable`` and broken ones with ``bad-request`` --
-never an error with an error.
+Receiving: the stream counts stanzas for XEP-0198 and hands them on: IQ responses to
+:mod:`~txxmppnode.iq_tracker`, IQ requests to :mod:`~txxmppnode.iq_serving` (handlers, pings,
+error replies), messages and presences through the filters to their callbacks
+(:mod:`~txxmppnode.dispatch`).  Stream management elements go to
+:mod:`~txxmppnode.sm_wire`, which also negotiates the session (``<enable/>``, ``<resume/>``)
+and decides when writing may go on; :mod:`~txxmppnode.sm` counts.  This module is the queue
+and the glue between them.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from inspect import isawaitable
 from typing import Any, Final
 
 from lxml import etree
@@ -54,20 +55,15 @@ from twisted.python.failure import Failure
 from . import namespaces
 from .deadline import Deadline
 from .dispatch import Dispatcher
-from .errors import (
-    DestructionRequested,
-    ErrorCondition,
-    QueueFull,
-    StreamError,
-    StreamErrorCondition,
-    XMPPError,
-)
-from .iq_tracker import IQTracker, response_payload
+from .errors import DestructionRequested, ErrorCondition, QueueFull
+from .iq_serving import PING, IQServer
+from .iq_tracker import IQTracker
 from .jid import JID
 from .liveness import LivenessMonitor
 from .signal import Signal
-from .sm import Entry, HandledCountTooHigh, ResendPolicy, StreamManagement
-from .stanza import IQ, IQType, Message, Presence, Stanza, make_error_reply
+from .sm import Entry, ResendPolicy, StreamManagement
+from .sm_wire import ANSWERS, R, Refused, SMWire
+from .stanza import IQ, IQType, Message, Presence, Stanza
 from .token import StanzaState, StanzaToken
 from .xmlstream import XMLStream
 from .xmlwriter import serialize
@@ -78,15 +74,8 @@ SM: Final = namespaces.STREAM_MANAGEMENT
 DEFAULT_SM_TIMEOUT: Final = 60.0
 #: How many stanzas a stream holds for the server (queued or unacknowledged) by default.
 DEFAULT_MAX_UNACKED: Final = 5000
-_R: Final = f"<r xmlns='{SM}'/>".encode()
-_PING: Final = f"{{{namespaces.PING}}}ping"
-
-
-def _sm(name: str, **attributes: str) -> etree._Element:
-    element = etree.Element(f"{{{SM}}}{name}", nsmap={None: SM})
-    for key, value in attributes.items():
-        element.set(key, value)
-    return element
+_R_TAG: Final = f"{{{SM}}}r"
+_A_TAG: Final = f"{{{SM}}}a"
 
 
 def _seconds(value: timedelta | float | None) -> float | None:
@@ -94,7 +83,7 @@ def _seconds(value: timedelta | float | None) -> float | None:
 
 
 class StanzaStream:
-    """Queues, IQ correlation, dispatch and XEP-0198 over successive XML streams.
+    """The send queue and the dispatch of what arrives, over successive XML streams.
 
     :param local_jid: our account; the bound full JID replaces it at :meth:`start`.
     :param reactor: the clock and the turn-based write batching (an ``IReactorTime``).
@@ -157,19 +146,18 @@ class StanzaStream:
         #: stanza, however often stream management writes it again).
         self.on_stanza_enqueued: Signal[[Stanza]] = Signal("StanzaStream.on_stanza_enqueued")
         self._sm = StreamManagement()
+        # XEP-0198 on the wire; its state says whether writing may go on
+        self._wire = SMWire(self._sm, reactor, self.log)
         self._iq = IQTracker(reactor)
         self._iq.local_jid = local_jid
+        self._iq_server = IQServer(self.dispatcher, self._queue_reply, self.log)
         # tokens, and the bare bytes of the replies we owe the server (see sm.Entry)
         self._queue: deque[Entry] = deque()
         # the serialised stanza of each token still to be written or acknowledged
         self._data: dict[StanzaToken, bytes] = {}
-        self._ack_owed = False  # an <r/> came this turn; its <a/> goes out with the flush
         self._xmlstream: XMLStream | None = None
         self._flush_call: interfaces.IDelayedCall | None = None
-        self._sm_pending: defer.Deferred[etree._Element] | None = None
-        self._held = False  # writing waits for the answer to <enable/> or <resume/>
         self._liveness: LivenessMonitor | None = None
-        self.register_iq_request_handler(IQType.GET, _PING, lambda iq: None)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -327,9 +315,7 @@ class StanzaStream:
             return defer.fail(exc)
         if not is_request:
             return self._delivered(token, timeout)
-        assert isinstance(stanza, IQ)
-        response = self._iq.expect(stanza, timeout)
-        return defer.Deferred.fromCoroutine(self._request(token, response, cb))
+        return self._iq.request(token, timeout, cb)
 
     def _delivered(self, token: StanzaToken, timeout: float | None) -> defer.Deferred[None]:
         """The outcome of *token*, failing with :class:`TimeoutError` after *timeout*."""
@@ -347,28 +333,8 @@ class StanzaStream:
 
         return outcome.addTimeout(timeout, self.reactor, timed_out)
 
-    async def _request(
-        self, token: StanzaToken, response: defer.Deferred[IQ], cb: Callable[[IQ], Any] | None
-    ) -> Any:
-        # The response proves the server got the request, so it is not held up waiting for
-        # the acknowledgement; but if the request can never reach the server, fail now.
-        request_id = token.stanza.get("id") or ""
-
-        def undeliverable(failure: Failure) -> None:
-            self._iq.fail(request_id, failure.value or ConnectionError("not delivered"))
-
-        token.deferred().addErrback(undeliverable)
-        reply = await response
-        if cb is not None:
-            outcome = cb(reply)
-            if isawaitable(outcome):
-                outcome = await outcome
-            if outcome is not None:
-                return outcome
-        return response_payload(reply)
-
     def _schedule_flush(self) -> None:
-        if self._flush_call is None and self._xmlstream is not None and not self._held:
+        if self._flush_call is None and self._xmlstream is not None and self._wire.writing:
             self._flush_call = self.reactor.callLater(0, self._flush)
 
     def acknowledge(self) -> None:
@@ -379,8 +345,7 @@ class StanzaStream:
         or to offline storage), which would hand them twice to the account.  Nothing is
         written without stream management or a stream.
         """
-        if self._xmlstream is not None and self._xmlstream.is_open and self._sm.sm_enabled:
-            self._xmlstream.send(_sm("a", h=str(self._sm.ack_answer())))
+        self._wire.acknowledge(self._xmlstream)
 
     def flush(self) -> None:
         """Write what is queued now rather than at the end of the reactor turn."""
@@ -396,12 +361,14 @@ class StanzaStream:
         """
         self._flush_call = None
         xmlstream = self._xmlstream
-        if xmlstream is None or self._held or xmlstream.paused:
+        wire = self._wire
+        if xmlstream is None or not wire.writing or xmlstream.paused:
             return
         batch: list[bytes] = []
-        if self._ack_owed and self._sm.sm_enabled:
-            batch.append(b"<a xmlns='%s' h='%d'/>" % (SM.encode(), self._sm.ack_answer()))
-        self._ack_owed = False
+        if wire.ack_owed:
+            ack = wire.take_owed_ack()
+            if ack is not None:
+                batch.append(ack)
         requested = False
         while self._queue:
             token = self._queue.popleft()
@@ -422,7 +389,7 @@ class StanzaStream:
                 self._data.pop(token, None)
                 token._set_state(StanzaState.SENT_WITHOUT_SM)
         if requested:
-            batch.append(_R)
+            batch.append(R)
             if self._liveness is not None:
                 self._liveness.expect_answer()
         if batch:
@@ -464,37 +431,15 @@ class StanzaStream:
         if not sm:
             self._release()
             return defer.succeed(False)
-        attributes = {"resume": "false" if resumption_timeout == 0 else "true"}
-        if resumption_timeout:
-            attributes["max"] = str(int(resumption_timeout))
-        return defer.Deferred.fromCoroutine(self._enable(xmlstream, attributes, timeout))
+        return defer.Deferred.fromCoroutine(self._enable(xmlstream, resumption_timeout, timeout))
 
     async def _enable(
-        self, xmlstream: XMLStream, attributes: dict[str, str], timeout: float | None
+        self, xmlstream: XMLStream, resumption_timeout: int | None, timeout: float | None
     ) -> bool:
         deadline = Deadline(self.reactor, timeout, "stream management (<enable/>)")
-        try:
-            answer = await self._sm_exchange(xmlstream, _sm("enable", **attributes), deadline)
-        except TimeoutError as exc:
-            self.log.warn("{error}; giving up this connection", error=exc)
-            xmlstream.abort(exc)
-            raise
-        if answer.tag == f"{{{SM}}}enabled":
-            max_ = answer.get("max")
-            self._sm.on_enabled(
-                answer.get("id"),
-                answer.get("resume") in ("true", "1"),
-                int(max_) if max_ and max_.isdigit() else None,
-                answer.get("location"),
-            )
-            self.log.info(
-                "stream management enabled (resumable: {resumable})",
-                resumable=self._sm.sm_resumable,
-            )
-        else:
-            self.log.info("the server refused stream management")
+        enabled = await self._wire.enable(xmlstream, resumption_timeout, deadline)
         self._release()
-        return self._sm.sm_enabled
+        return enabled
 
     async def resume(
         self, xmlstream: XMLStream, *, timeout: float | None = DEFAULT_SM_TIMEOUT
@@ -522,41 +467,34 @@ class StanzaStream:
         if not (self._sm.sm_enabled and self._sm.sm_resumable and self._sm.sm_id):
             raise RuntimeError("there is no resumable session")
         self._attach(xmlstream)
-        request = _sm("resume", previd=self._sm.sm_id, h=str(self._sm.ack_answer()))
         deadline = Deadline(self.reactor, timeout, "stream resumption (<resume/>)")
         try:
-            answer = await self._sm_exchange(xmlstream, request, deadline)
+            outcome = await self._wire.resume(xmlstream, deadline)
         except TimeoutError as exc:
             self.log.warn("{error}; the session is given up", error=exc)
             self._end_session(None, ConnectionError("the stream could not be resumed"))
             xmlstream.abort(exc)
             raise
-        h = answer.get("h")
-        if answer.tag == f"{{{SM}}}resumed":
-            unacked = self._sm.sm_unacked_list
-            try:
-                resend = self._sm.on_resumed(int(h or ""))
-            except (ValueError, HandledCountTooHigh) as exc:
-                # The server's count is wrong (more than we sent) or missing: tell it with a
-                # stream error, and give the session up as if it had refused the resumption
-                # without a count -- the resend policy decides about the unacknowledged
-                # stanzas.  Its bug is no reason to stop: the next connection starts afresh.
-                error = self._protocol_violation(exc)
-                assert error is not None
-                self._end_session(None, error)
-                raise error from exc
-            self._forget_acked(t for t in unacked if t.state is StanzaState.ACKED)
-            data = b"".join(self._bytes_of(entry) for entry in resend)
-            if data:
-                xmlstream.send_raw(data + _R)
-                if self._liveness is not None:
-                    self._liveness.expect_answer()
-            self._release()
-            self.log.info("stream resumed; {n} stanzas sent again", n=len(resend))
-            return True
-        handled = int(h) if h and h.isdigit() else None
-        self._end_session(handled, ConnectionError("the stream could not be resumed"))
-        return False
+        if isinstance(outcome, Refused):
+            # A broken <resumed/> (its count wrong or missing) was answered with a stream
+            # error, and the session is given up as if the server had refused it without a
+            # count: the resend policy decides about the unacknowledged stanzas.  Its bug is
+            # no reason to stop: the next connection starts afresh.
+            error = outcome.error
+            refused = ConnectionError("the stream could not be resumed")
+            self._end_session(outcome.handled, error or refused)
+            if error is not None:
+                raise error
+            return False
+        self._forget_acked(outcome.acked)
+        data = b"".join(self._bytes_of(entry) for entry in outcome.resend)
+        if data:
+            xmlstream.send_raw(data + R)
+            if self._liveness is not None:
+                self._liveness.expect_answer()
+        self._release()
+        self.log.info("stream resumed; {n} stanzas sent again", n=len(outcome.resend))
+        return True
 
     def _bytes_of(self, entry: Entry) -> bytes:
         return entry if isinstance(entry, bytes) else self._data[entry]
@@ -568,11 +506,7 @@ class StanzaStream:
         again at the front for the next session, or reported lost, as :attr:`resend_policy`
         says when *handled* is ``None``.  Pending IQ requests fail with *reason*.
         """
-        try:
-            outcome = self._sm.on_resume_failed(handled, policy=self.resend_policy)
-        except HandledCountTooHigh as exc:
-            self.log.warn("ignoring the h of a refused resumption: {error}", error=exc)
-            outcome = self._sm.on_resume_failed(None, policy=self.resend_policy)
+        outcome = self._wire.give_up(handled, self.resend_policy)
         for token in reversed(outcome.resend):
             self._queue.appendleft(token)
         self._forget_acked(outcome.acked)
@@ -581,26 +515,6 @@ class StanzaStream:
         self._detach()
         self._iq.fail_all(reason)
         self.on_stream_destroyed.emit(reason)
-
-    async def _sm_exchange(
-        self, xmlstream: XMLStream, request: etree._Element, deadline: Deadline
-    ) -> etree._Element:
-        """Send an SM request and wait for the answer, which the element handler sees first."""
-        self._held = True
-        self._sm_pending = defer.Deferred()
-        waiting = self._sm_pending
-        xmlstream.send(request)
-        try:
-            return await deadline.wait(waiting)
-        except TimeoutError:
-            if self._sm_pending is waiting:
-                self._sm_pending = None
-            raise
-
-    def _fail_sm_pending(self, reason: BaseException | None) -> None:
-        pending, self._sm_pending = self._sm_pending, None
-        if pending is not None and not pending.called:
-            pending.errback(reason or ConnectionError("the stream closed"))
 
     def suspend(self, reason: BaseException | None = None) -> None:
         """The XML stream is gone but the session may be resumed: keep every state."""
@@ -624,8 +538,7 @@ class StanzaStream:
 
     def _attach(self, xmlstream: XMLStream) -> None:
         self._xmlstream = xmlstream
-        self._held = True
-        self._ack_owed = False
+        self._wire.attach()
         xmlstream.set_element_handler(self._on_element)
         xmlstream.on_closing.connect(lambda reason: self._on_closing(xmlstream, reason))
         xmlstream.on_drained.connect(lambda: self._on_drained(xmlstream))
@@ -653,7 +566,7 @@ class StanzaStream:
         return f"nothing received from the server for {seconds:g}s"
 
     def _release(self) -> None:
-        self._held = False
+        self._wire.release()
         self._schedule_flush()
 
     def _detach(self) -> None:
@@ -666,14 +579,13 @@ class StanzaStream:
         if self._xmlstream is not None:
             self._xmlstream.set_element_handler(None)
         self._xmlstream = None
-        self._ack_owed = False
-        self._fail_sm_pending(ConnectionError("the stream was detached"))
+        self._wire.detach(ConnectionError("the stream was detached"))
 
     def _on_closing(self, xmlstream: XMLStream, reason: BaseException | None) -> None:
         """The attached XML stream ends: keep the session (suspend) and tell the owner."""
         if xmlstream is not self._xmlstream:
             return
-        self._fail_sm_pending(reason or ConnectionError("the stream closed"))
+        self._wire.detach(reason or ConnectionError("the stream closed"))
         self.suspend(reason)
         self.on_connection_lost.emit(reason)
 
@@ -682,11 +594,11 @@ class StanzaStream:
         if xmlstream is None or not xmlstream.is_open:
             return
         if self._sm.sm_enabled:
-            xmlstream.send_raw(_R)
+            xmlstream.send_raw(R)
             if self._liveness is not None:
                 self._liveness.expect_answer()
         else:
-            ping = IQ(IQType.GET, payload=etree.Element(_PING, nsmap={None: namespaces.PING}))
+            ping = IQ(IQType.GET, payload=etree.Element(PING, nsmap={None: namespaces.PING}))
             result = self.send(ping, timeout=_seconds(self.round_trip_time))
             result.addErrback(lambda f: None)  # the hard limit handles silence
 
@@ -703,51 +615,20 @@ class StanzaStream:
                 self._on_stanza(element)
             except Exception:
                 self.log.failure("while handling {tag}", tag=tag)
-        elif tag == f"{{{SM}}}r":
-            if self._xmlstream is not None and self._sm.sm_enabled:
-                # answered at the end of the turn: a flood of <r/> gets one <a/> per turn
-                self._ack_owed = True
+        elif tag == _R_TAG:
+            # answered at the end of the turn: a flood of <r/> gets one <a/> per turn
+            if self._xmlstream is not None and self._wire.ack_requested():
                 self._schedule_flush()
-        elif tag == f"{{{SM}}}a":
-            self._on_ack(element)
-        elif tag in (f"{{{SM}}}enabled", f"{{{SM}}}resumed", f"{{{SM}}}failed"):
-            pending, self._sm_pending = self._sm_pending, None
-            if pending is not None and not pending.called:
-                pending.callback(element)
-            else:
-                self.log.warn("unexpected {tag} from the server", tag=tag)
+        elif tag == _A_TAG:
+            acked = self._wire.acked(self._xmlstream, element)
+            if acked is not None:
+                if self._liveness is not None:
+                    self._liveness.answered()
+                self._forget_acked(acked)
+        elif tag in ANSWERS:
+            self._wire.answered(element)
         else:
             self.log.debug("ignoring {tag}", tag=tag)
-
-    def _on_ack(self, element: etree._Element) -> None:
-        if not self._sm.sm_enabled:
-            return
-        try:
-            acked = self._sm.on_ack(int(element.get("h", "")))
-        except (ValueError, HandledCountTooHigh) as exc:
-            self._protocol_violation(exc)
-            return
-        if self._liveness is not None:
-            self._liveness.answered()
-        self._forget_acked(acked)
-
-    def _protocol_violation(self, exc: BaseException) -> StreamError | None:
-        """The server acknowledged what we never sent: end this connection with an error.
-
-        Return the stream error sent (``undefined-condition`` with the
-        ``<handled-count-too-high/>`` of XEP-0198 §4), or ``None`` when detached.
-        """
-        self.log.error("stream management violation: {error}", error=exc)
-        if self._xmlstream is None:
-            return None
-        error = StreamError(StreamErrorCondition.UNDEFINED_CONDITION, str(exc), sent_by_us=True)
-        detail = None
-        if isinstance(exc, HandledCountTooHigh):
-            detail = _sm(
-                "handled-count-too-high", h=str(exc.h), **{"send-count": str(exc.send_count)}
-            )
-        self._xmlstream.fail(error, detail)
-        return error
 
     def _on_stanza(self, stanza: Message | Presence | IQ) -> None:
         if isinstance(stanza, IQ):
@@ -756,7 +637,7 @@ class StanzaStream:
         try:
             _ = stanza.type_, stanza.from_
         except ValueError as exc:
-            self._reply_error(stanza, ErrorCondition.BAD_REQUEST, str(exc))
+            self._iq_server.reply_error(stanza, ErrorCondition.BAD_REQUEST, str(exc))
             return
         filtered = self.dispatcher.filter_inbound(stanza)
         if filtered is None:
@@ -774,76 +655,21 @@ class StanzaStream:
         try:
             type_ = iq.type_
         except ValueError:
-            self._reply_error(iq, ErrorCondition.BAD_REQUEST, "invalid IQ type")
+            self._iq_server.reply_error(iq, ErrorCondition.BAD_REQUEST, "invalid IQ type")
             return
-        if not type_.is_request:
-            if not self._iq.handle_response(iq):
-                self.log.debug("unexpected IQ response {id}", id=iq.id_)
-            return
-        payload = iq.payload
-        entry = None if payload is None else self.dispatcher.lookup_iq_request_handler(iq)
-        if payload is None:
-            self._reply_error(iq, ErrorCondition.BAD_REQUEST, "an IQ request needs a payload")
-        elif entry is None:
-            self._reply_error(iq, ErrorCondition.SERVICE_UNAVAILABLE, None)
-        else:
-            defer.Deferred.fromCoroutine(self._serve(iq, entry.handler, entry.with_send_reply))
+        if type_.is_request:
+            self._iq_server.serve(iq)
+        elif not self._iq.handle_response(iq):
+            self.log.debug("unexpected IQ response {id}", id=iq.id_)
 
-    async def _serve(self, iq: IQ, handler: Callable[..., Any], with_send_reply: bool) -> None:
-        replied = False
-
-        def send_reply(result: Any = None) -> None:
-            nonlocal replied
-            if replied:
-                raise RuntimeError(f"IQ {iq.id_} was answered already")
-            replied = True
-            self._reply(iq, result)
-
-        try:
-            outcome = handler(iq, send_reply) if with_send_reply else handler(iq)
-            if isawaitable(outcome):
-                outcome = await outcome
-        except XMPPError as error:
-            outcome = error
-        except Exception as exc:
-            self.log.failure("IQ handler {handler!r} failed", handler=handler)
-            outcome = XMPPError(ErrorCondition.UNDEFINED_CONDITION, type(exc).__name__)
-        if not replied:
-            send_reply(outcome)
-
-    def _reply(self, iq: IQ, result: Any) -> None:
-        if result is not None and not isinstance(result, XMPPError | etree._Element):
-            self.log.error("IQ handler returned {result!r}, not an element", result=result)
-            result = XMPPError(ErrorCondition.UNDEFINED_CONDITION)
-        if isinstance(result, XMPPError):
-            reply = make_error_reply(iq, result)
-        else:
-            reply = IQ(IQType.RESULT, id_=iq.id_, to=iq.get("from"), payload=result)
-        try:
-            self._enqueue_reply(reply)
-        except ValueError:
-            self.log.failure("cannot send the reply to IQ {id}", id=iq.id_)
-
-    def _reply_error(self, stanza: Stanza, condition: ErrorCondition, text: str | None) -> None:
-        if stanza.get("type") == "error":
-            return  # never answer an error with an error
-        self._enqueue_reply(make_error_reply(stanza, XMPPError(condition, text)))
-
-    def _enqueue_reply(self, reply: Stanza) -> None:
-        """Queue a reply we owe the server, held as bytes only (nobody waits for it).
+    def _queue_reply(self, reply: Stanza, data: bytes) -> None:
+        """Queue the bytes of a reply we owe the server (nobody waits for it).
 
         It counts against :attr:`max_unacked`, but is never refused: the server asked for
         it.  If it goes beyond the limit, the server is sending requests faster than it
         acknowledges our answers, and the connection is aborted with
         :class:`~txxmppnode.errors.QueueFull`; reading stops there, so the excess is bounded.
         """
-        reply.validate()
-        filtered: Stanza | None = reply
-        if isinstance(reply, Message | Presence):
-            filtered = self.dispatcher.filter_outbound(reply)
-        if filtered is None:
-            return
-        data = serialize(filtered)
         limit = self.max_unacked
         if limit is not None and self.unacked_count >= limit and self._xmlstream is not None:
             error = QueueFull(
@@ -855,4 +681,4 @@ class StanzaStream:
         self._queue.append(data)
         self._schedule_flush()
         if self.on_stanza_enqueued:
-            self.on_stanza_enqueued.emit(filtered)
+            self.on_stanza_enqueued.emit(reply)

@@ -46,6 +46,11 @@ true, so a peer that sends without reading what we answer fills its own buffers,
 memory; the stanza stream holds its writes meanwhile and writes again on
 :attr:`XMLStream.on_drained`.
 
+The stream's life (connecting, open, reading the answer to ``<starttls/>``, closing, failing,
+dropping, closed) is one :class:`~txxmppnode.xmlstream_state.XMLStreamState`, read as
+:attr:`XMLStream.state` and changed only through the table of
+:mod:`~txxmppnode.xmlstream_state`.
+
 All timers use the injected ``reactor`` (an ``IReactorTime``), so tests drive them with
 ``twisted.internet.task.Clock``.
 """
@@ -76,6 +81,14 @@ from .xmlparser import (
     StreamHeader,
     XMLStreamParseError,
     XMLStreamParser,
+)
+from .xmlstream_state import (
+    DEAF_STATES,
+    ENDING_STATES,
+    OPEN_STATES,
+    TRANSITIONS,
+    XMLStreamInput,
+    XMLStreamState,
 )
 from .xmlwriter import STREAM_FOOTER, serialize, stream_header
 
@@ -138,30 +151,34 @@ class XMLStream(Protocol):
         #: True once a TLS handshake completed on the transport.
         self.tls_handshake_done = False
         self._handshake_waiters: list[defer.Deferred[None]] = []
+        self._state = XMLStreamState.CONNECTING
+        # why the stream ends, from when it starts to end
         self._closing_reason: BaseException | None = None
-        self._closing = False
-        # we ended the stream because of an error: what the peer sends is ignored
-        self._failing = False
-        # a stream error or footer of ours is being written before the close
-        self._delivering = False
         # bumped whenever received input is discarded: events parsed before are not delivered
         self._generation = 0
-        # the answer to <starttls/> is awaited: input is parsed up to its end only
-        self._reading_tls_answer = False
-        # once it was read: the bytes that followed it, held unparsed (None otherwise)
-        self._plaintext_tail: bytes | None = None
+        # TLS_ANSWER_READ, TAIL_HELD: the bytes that followed the answer to <starttls/>
+        self._plaintext_tail = b""
         self._close_timer: interfaces.IDelayedCall | None = None
         self._lost: list[defer.Deferred[BaseException | None]] = []
         self._lost_reason: BaseException | None = None
-        self._connected = False
-        self._done = False
 
     # -- state ----------------------------------------------------------------------------
 
     @property
+    def state(self) -> XMLStreamState:
+        """Where the stream is in its life (see :mod:`~txxmppnode.xmlstream_state`)."""
+        return self._state
+
+    @property
     def is_open(self) -> bool:
         """True from connection until the stream starts to close."""
-        return self._connected and not self._closing
+        return self._state in OPEN_STATES
+
+    def _input(self, event: XMLStreamInput) -> XMLStreamState:
+        """Apply *event* through the table; return the state before it."""
+        before = self._state
+        self._state = TRANSITIONS[before, event]
+        return before
 
     @property
     def tls_connection(self) -> SSL.Connection | None:
@@ -181,7 +198,7 @@ class XMLStream(Protocol):
 
     def when_lost(self) -> defer.Deferred[BaseException | None]:
         """A Deferred firing with the final reason (``None`` when clean) once disconnected."""
-        if self._done:
+        if self._state is XMLStreamState.CLOSED:
             return defer.succeed(self._lost_reason)
         waiter: defer.Deferred[BaseException | None] = defer.Deferred()
         self._lost.append(waiter)
@@ -244,10 +261,10 @@ class XMLStream(Protocol):
         """
         self._release_plaintext()
         if last_in_plaintext:
-            self._reading_tls_answer = True
+            self._input(XMLStreamInput.TLS_ANSWER_AWAITED)
         if self._queue:
             return defer.succeed(self._queue.popleft())
-        if self._done or self._closing:
+        if self._state in ENDING_STATES:
             return defer.fail(self._closing_reason or ConnectionError("the XML stream is closed"))
         waiter: defer.Deferred[etree._Element] = defer.Deferred(self._waiters.remove)
         self._waiters.append(waiter)
@@ -280,20 +297,28 @@ class XMLStream(Protocol):
         :raises RuntimeError: if the answer to ``<starttls/>`` was not read as described.
         """
         assert self.transport is not None
-        if self._closing:
+        state = self._state
+        if state in ENDING_STATES:
             return defer.fail(self._closing_reason or ConnectionError("the XML stream is closed"))
-        tail, self._plaintext_tail = self._plaintext_tail, None
-        if tail is None and not self._reading_tls_answer:
+        if state not in (
+            XMLStreamState.READING_TLS_ANSWER,
+            XMLStreamState.TLS_ANSWER_READ,
+            XMLStreamState.TAIL_HELD,
+        ):
             raise RuntimeError("start_tls() before next_element(last_in_plaintext=True)")
-        if tail is None or tail:
-            if tail is None:
+        tail, self._plaintext_tail = self._plaintext_tail, b""
+        if state is not XMLStreamState.TLS_ANSWER_READ:
+            if state is XMLStreamState.READING_TLS_ANSWER:
                 problem = "the server's <proceed/> arrived before <starttls/> was sent"
             else:
                 problem = f"the server sent {len(tail)} bytes of plaintext after <proceed/>"
             error = STARTTLSInjection(f"{problem}; TLS was not started and nothing was used")
             self.log.warn("{error}", error=error)
-            self._fail(error, footer=False)
+            self._end(XMLStreamInput.TLS_STARTED, error)  # DROPPING
+            self.transport.loseConnection()
+            self._arm_close_timer()
             return defer.fail(error)
+        self._input(XMLStreamInput.TLS_STARTED)
         self._discard_input()
         done = self.when_handshake_done(timeout)
         self.transport.startTLS(creator)  # type: ignore[attr-defined]
@@ -307,7 +332,7 @@ class XMLStream(Protocol):
         """
         if self.tls_handshake_done:
             return defer.succeed(None)
-        if self._closing:
+        if self._state in ENDING_STATES:
             return defer.fail(self._closing_reason or ConnectionError("the XML stream is closed"))
         waiter: defer.Deferred[None] = defer.Deferred(self._handshake_waiters.remove)
         self._handshake_waiters.append(waiter)
@@ -336,11 +361,13 @@ class XMLStream(Protocol):
         """
         lost = self.when_lost()
         if self.is_open:
-            self._begin_closing(reason)
+            held, self._plaintext_tail = self._plaintext_tail, b""
+            self._end(XMLStreamInput.CLOSE, reason)
             assert self.transport is not None
             self.transport.write(STREAM_FOOTER)
             self._arm_close_timer()
-            self._release_plaintext()  # the peer's footer may be there
+            if held and self._state is XMLStreamState.CLOSING:
+                self._parse(held)  # the peer's footer may be there
         return lost
 
     def abort(self, reason: BaseException | None = None) -> None:
@@ -350,16 +377,17 @@ class XMLStream(Protocol):
         :meth:`fail`): the transport then closes once the error is written, and is dropped
         ``close_timeout`` after the error at the latest -- never with the error unwritten.
         """
-        self._begin_closing(reason or ConnectionError("the XML stream was aborted"))
-        self._failing = True
-        if self.transport is None or self._done:
+        if self._state is XMLStreamState.CLOSED:
             return
-        if self._delivering and self._close_timer is not None:
+        self._end(XMLStreamInput.DROP, reason or ConnectionError("the XML stream was aborted"))
+        if self.transport is None:
+            return
+        if self._state is XMLStreamState.FAILING and self._close_timer is not None:
             return
         self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _arm_close_timer(self) -> None:
-        if self._close_timer is None and not self._done:
+        if self._close_timer is None and self._state is not XMLStreamState.CLOSED:
             self._close_timer = self.reactor.callLater(self.close_timeout, self._close_timed_out)
 
     def _close_timed_out(self) -> None:
@@ -369,11 +397,11 @@ class XMLStream(Protocol):
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
-    def _begin_closing(self, reason: BaseException | None) -> None:
-        """Enter the closing state once; wake waiters with *reason*; emit ``on_closing``."""
-        if self._closing:
+    def _end(self, event: XMLStreamInput, reason: BaseException | None) -> None:
+        """Apply *event*; if the stream was not ending yet, it starts to end with *reason*:
+        waiters fail with it and ``on_closing`` is emitted with it, once."""
+        if self._input(event) in ENDING_STATES or self._state not in ENDING_STATES:
             return
-        self._closing = True
         self._closing_reason = reason
         failure = reason or ConnectionError("the XML stream is closing")
         waiters, self._waiters = self._waiters, deque()
@@ -397,16 +425,14 @@ class XMLStream(Protocol):
         """End the stream because of *reason*: write the stream error *send* and our footer
         (unless *footer* is false), close once they are written, drop after ``close_timeout``.
         """
-        if self._closing:
+        if self._state not in OPEN_STATES:
             return
-        self._begin_closing(reason)
-        self._failing = True
-        assert self.transport is not None
         data = serialize(send) if send is not None else b""
         if footer:
             data += STREAM_FOOTER
+        self._end(XMLStreamInput.FAIL if data else XMLStreamInput.DROP, reason)
+        assert self.transport is not None
         if data:
-            self._delivering = True
             self.transport.write(data)
         self.transport.loseConnection()
         self._arm_close_timer()
@@ -425,7 +451,7 @@ class XMLStream(Protocol):
         Except during a TLS handshake: TLS holds what we wrote until the handshake is done
         (and pauses us meanwhile), and the handshake needs the peer's answers read.
         """
-        if self._paused or self._done:
+        if self._paused or self._state is XMLStreamState.CLOSED:
             return
         self._paused = True
         if self.tls_connection is not None and not self.tls_handshake_done:
@@ -437,7 +463,7 @@ class XMLStream(Protocol):
 
     def resumeProducing(self) -> None:
         """The transport's write buffer drained: read again and let writers go on."""
-        if not self._paused or self._done:
+        if not self._paused or self._state is XMLStreamState.CLOSED:
             return
         self._paused = False
         if self._reading_paused:
@@ -454,7 +480,7 @@ class XMLStream(Protocol):
     # -- Protocol -------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        self._connected = True
+        self._input(XMLStreamInput.CONNECTION_MADE)
         self.last_received = self.reactor.seconds()
         register = getattr(self.transport, "registerProducer", None)
         if register is not None:
@@ -463,17 +489,26 @@ class XMLStream(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.last_received = self.reactor.seconds()
-        if self._failing:
+        state = self._state
+        if state in DEAF_STATES:
             return  # nothing the peer says matters any more
-        if self._plaintext_tail is not None:
-            self._plaintext_tail += data  # after the answer to <starttls/>: held
-            return
-        if self._reading_tls_answer:
+        if state is XMLStreamState.TLS_ANSWER_READ or state is XMLStreamState.TAIL_HELD:
+            self._hold(data)  # after the answer to <starttls/>
+        elif state is XMLStreamState.READING_TLS_ANSWER:
             self._read_tls_answer(data)
-            return
+        else:
+            self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
         events = self._feed(data)
         if events:
             self._deliver(events)
+
+    def _hold(self, data: bytes) -> None:
+        """Keep *data*, which followed the answer to ``<starttls/>``, unparsed."""
+        if data:
+            self._plaintext_tail += data
+            self._input(XMLStreamInput.PLAINTEXT_AFTER_ANSWER)
 
     def _feed(self, data: bytes) -> list[Event] | None:
         """Parse *data*; on a refusal, deliver what came before it, refuse, return ``None``."""
@@ -489,7 +524,7 @@ class XMLStream(Protocol):
         generation = self._generation
         remaining = iter(events)
         for event in remaining:
-            if self._done or self._failing:
+            if self._state in DEAF_STATES or self._state is XMLStreamState.CLOSED:
                 return
             if self._generation != generation:
                 dropped = 1 + sum(1 for _ in remaining)
@@ -506,7 +541,7 @@ class XMLStream(Protocol):
         answer is delivered, for :meth:`start_tls` to check.
         """
         start = 0
-        while start < len(data) and self._reading_tls_answer and not self._failing:
+        while start < len(data) and self._state is XMLStreamState.READING_TLS_ANSWER:
             end = data.find(b">", start)
             stop = len(data) if end < 0 else end + 1
             events = self._feed(data[start:stop])
@@ -514,25 +549,25 @@ class XMLStream(Protocol):
             if not events:
                 continue
             if any(isinstance(event, ElementReceived) for event in events):
-                self._reading_tls_answer = False
-                self._plaintext_tail = data[start:]
-                start = len(data)
+                self._input(XMLStreamInput.TLS_ANSWER_RECEIVED)
+                self._hold(data[start:])
             self._deliver(events)
 
     def _release_plaintext(self) -> None:
         """The stream goes on without TLS: parse what followed the answer to ``<starttls/>``."""
-        tail, self._plaintext_tail = self._plaintext_tail, None
-        if tail and not self._failing:
-            events = self._feed(tail)
-            if events:
-                self._deliver(events)
+        if self._state not in (XMLStreamState.TLS_ANSWER_READ, XMLStreamState.TAIL_HELD):
+            return
+        tail, self._plaintext_tail = self._plaintext_tail, b""
+        self._input(XMLStreamInput.PLAINTEXT_RELEASED)
+        if tail:
+            self._parse(tail)
 
     def _on_event(self, event: StreamHeader | ElementReceived | StreamFooter) -> None:
         if isinstance(event, ElementReceived):
             self._on_element(event.element)
         elif isinstance(event, StreamHeader):
             self._on_header(event)
-        elif self._closing:
+        elif self._state is XMLStreamState.CLOSING:
             # the answer to our footer
             assert self.transport is not None
             self.transport.loseConnection()
@@ -576,13 +611,10 @@ class XMLStream(Protocol):
         if self._close_timer is not None and self._close_timer.active():
             self._close_timer.cancel()
         self._close_timer = None
-        if self._closing:
-            final = self._closing_reason
-        else:
-            final = _explain_loss(reason)
-            self._begin_closing(final)
-        self._done = True
-        self._lost_reason = final
+        ending = self._state in ENDING_STATES
+        final = self._closing_reason if ending else _explain_loss(reason)
+        self._lost_reason = final  # set first: on_closing listeners may ask when_lost()
+        self._end(XMLStreamInput.CONNECTION_LOST, final)
         waiters, self._lost = self._lost, []
         for waiter in waiters:
             waiter.callback(final)
