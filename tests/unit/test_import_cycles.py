@@ -13,20 +13,10 @@ import ast
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import pytest
-
 import txxmppnode
 
 PACKAGE = "txxmppnode"
 ROOT = Path(txxmppnode.__file__).parent
-
-#: Import cycles another branch is breaking at the time of writing.  The test below expects
-#: each of them to still be there (strict xfail): once that branch is merged, the test passes
-#: unexpectedly and fails the run -- then delete the entry, and the cycle is guarded against
-#: like any other.
-CYCLES_BEING_BROKEN_ELSEWHERE: list[frozenset[str]] = [
-    frozenset({"txxmppnode.client", "txxmppnode.presence", "txxmppnode.use_connected"}),
-]
 
 
 def _modules() -> dict[str, Path]:
@@ -155,15 +145,6 @@ def test_cycles_are_found_through_function_level_imports() -> None:
 
 
 def test_no_import_cycle() -> None:
-    found = [c for c in cycles(import_graph()) if c not in CYCLES_BEING_BROKEN_ELSEWHERE]
+    found = cycles(import_graph())
     assert found == [], "import cycles: " + "; ".join(" <-> ".join(sorted(c)) for c in found)
 
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="being broken on another branch: remove it from CYCLES_BEING_BROKEN_ELSEWHERE "
-    "once that branch is merged",
-)
-@pytest.mark.parametrize("cycle", CYCLES_BEING_BROKEN_ELSEWHERE, ids=lambda c: "-".join(sorted(c)))
-def test_cycle_being_broken_elsewhere_is_gone(cycle: frozenset[str]) -> None:
-    assert cycle not in cycles(import_graph())
