@@ -48,7 +48,8 @@ bench-send: $(VENV)/.installed
 bench-compare: $(VENV)/.installed
 	$(BIN)/python benchmarks/compare.py
 
-# Against a local Prosody; AIOXMPP_PYTHON=... adds aioxmpp (see benchmarks/connect.py).
+# Against a local Prosody: txxmppnode, twisted.words, slixmpp; AIOXMPP_PYTHON=... adds aioxmpp
+# (see benchmarks/connect.py).
 bench-connect: system-deps $(VENV)/.installed
 	$(BIN)/python benchmarks/connect.py
 
