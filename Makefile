@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: run test lint typecheck docs pytest system-deps bench-parse bench-dispatch bench-send bench-compare \
-	bench-connect bench-resume bench-memory bench-scram bench-floods clean
+	bench-connect bench-messages bench-resume bench-memory bench-scram bench-floods clean
 
 test: system-deps $(VENV)/.installed lint typecheck docs pytest
 
@@ -56,6 +56,11 @@ bench-connect: system-deps $(VENV)/.installed
 # Against a local Prosody: resumption after a cut, and CPU per 1,000 messages (txxmppnode only).
 bench-resume: system-deps $(VENV)/.installed
 	$(BIN)/python benchmarks/resume.py
+
+# Against a local Prosody: client CPU per 1,000 messages A -> B, txxmppnode, twisted.words and
+# slixmpp side by side; PROFILE=FILE adds a cProfile of one txxmppnode round.
+bench-messages: system-deps $(VENV)/.installed
+	$(BIN)/python benchmarks/messages.py $(if $(PROFILE),--profile $(PROFILE))
 
 bench-memory: system-deps $(VENV)/.installed
 	$(BIN)/python benchmarks/memory.py
