@@ -22,7 +22,7 @@ from lxml import etree
 
 from . import namespaces
 from .errors import ErrorCondition, XMPPError
-from .jid import JID
+from .jid import JID, _fromstr_cached
 
 _XML_LANG: Final = f"{{{namespaces.XML}}}lang"
 _ERROR_TAG: Final = f"{{{namespaces.CLIENT}}}error"
@@ -89,6 +89,11 @@ class IQType(enum.Enum):
 
 
 _E = TypeVar("_E", bound=enum.Enum)
+
+#: The members of the stanza types by the attribute's text, for the getters' common case.
+_MESSAGE_TYPES: Final[dict[str | None, MessageType]] = {m.value: m for m in MessageType}
+_PRESENCE_TYPES: Final[dict[str | None, PresenceType]] = {m.value: m for m in PresenceType}
+_IQ_TYPES: Final[dict[str | None, IQType]] = {m.value: m for m in IQType}
 
 
 #: Each enum's members by value, for the common case of :func:`_enum`: a string read from XML.
@@ -176,7 +181,8 @@ class Stanza(etree.ElementBase):
 
     def _jid(self, name: str) -> JID | None:
         value = self.get(name)
-        return None if value is None else JID.fromstr(value)
+        # JID.fromstr's own cache, without its checks: an attribute is always a str
+        return None if value is None else _fromstr_cached(value, True)
 
     def _set_attr(self, name: str, value: object | None) -> None:
         if value is None:
@@ -297,7 +303,9 @@ class Message(Stanza):
     @property
     def type_(self) -> MessageType:
         """The message type; ``NORMAL`` when the attribute is absent."""
-        return _enum(MessageType, self.get("type", "normal"), "message type")
+        value = self.get("type", "normal")
+        member = _MESSAGE_TYPES.get(value)  # read for every message received, twice
+        return _enum(MessageType, value, "message type") if member is None else member
 
     @type_.setter
     def type_(self, value: MessageType | str) -> None:
@@ -355,7 +363,9 @@ class Presence(Stanza):
     @property
     def type_(self) -> PresenceType:
         """The presence type; ``AVAILABLE`` when the attribute is absent."""
-        return _enum(PresenceType, self.get("type"), "presence type")
+        value = self.get("type")
+        member = _PRESENCE_TYPES.get(value)
+        return _enum(PresenceType, value, "presence type") if member is None else member
 
     @type_.setter
     def type_(self, value: PresenceType | str | None) -> None:
@@ -433,7 +443,9 @@ class IQ(Stanza):
     @property
     def type_(self) -> IQType:
         """The IQ type."""
-        return _enum(IQType, self.get("type"), "IQ type")
+        value = self.get("type")
+        member = _IQ_TYPES.get(value)
+        return _enum(IQType, value, "IQ type") if member is None else member
 
     @type_.setter
     def type_(self, value: IQType | str) -> None:
