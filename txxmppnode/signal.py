@@ -35,6 +35,9 @@ class Signal(Generic[P]):
     :param name: used in log messages about failing listeners.
     """
 
+    # a client holds a few dozen signals, most never connected: no __dict__ each
+    __slots__ = ("_listeners", "_waiters", "name")
+
     def __init__(self, name: str = "signal") -> None:
         self.name = name
         self._listeners: dict[ListenerToken, Callable[P, Any]] = {}
@@ -110,6 +113,9 @@ async def emit_and_wait(signal: Signal[P], *args: P.args, **kwargs: P.kwargs) ->
 class Event:
     """A flag that can be waited for, with Deferreds (the Twisted counterpart of an
     ``asyncio.Event``)."""
+
+    # one per client and service
+    __slots__ = ("_set", "_waiters")
 
     def __init__(self) -> None:
         self._set = False
