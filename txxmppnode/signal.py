@@ -40,18 +40,22 @@ class Signal(Generic[P]):
 
     def __init__(self, name: str = "signal") -> None:
         self.name = name
-        self._listeners: dict[ListenerToken, Callable[P, Any]] = {}
-        self._waiters: list[defer.Deferred[Any]] = []
+        # made on first use: most signals of an idle client never get a listener or waiter
+        self._listeners: dict[ListenerToken, Callable[P, Any]] | None = None
+        self._waiters: list[defer.Deferred[Any]] | None = None
 
     def connect(self, listener: Callable[P, Any]) -> ListenerToken:
         """Call *listener* on every emission until disconnected; return its token."""
         token = ListenerToken(next(_tokens))
+        if self._listeners is None:
+            self._listeners = {}
         self._listeners[token] = listener
         return token
 
     def disconnect(self, token: ListenerToken) -> None:
         """Stop calling the listener *token* names; unknown tokens are ignored."""
-        self._listeners.pop(token, None)
+        if self._listeners is not None:
+            self._listeners.pop(token, None)
 
     def next(self) -> defer.Deferred[Any]:
         """A Deferred that fires with the next emission's arguments.
@@ -59,17 +63,24 @@ class Signal(Generic[P]):
         It fires with the only argument for one-argument signals, ``None`` for none, and a
         tuple otherwise.
         """
-        waiter: defer.Deferred[Any] = defer.Deferred(self._waiters.remove)
+        waiter: defer.Deferred[Any] = defer.Deferred(self._forget)
+        if self._waiters is None:
+            self._waiters = []
         self._waiters.append(waiter)
         return waiter
 
+    def _forget(self, waiter: defer.Deferred[Any]) -> None:
+        """Canceller of :meth:`next`'s Deferreds: stop waiting."""
+        if self._waiters is not None and waiter in self._waiters:
+            self._waiters.remove(waiter)
+
     def __len__(self) -> int:
         """The number of connected listeners."""
-        return len(self._listeners)
+        return 0 if self._listeners is None else len(self._listeners)
 
     def emit(self, *args: P.args, **kwargs: P.kwargs) -> None:
         """Call every listener with the arguments, then fire the waiters."""
-        for listener in list(self._listeners.values()):
+        for listener in list(self._listeners.values()) if self._listeners else ():
             try:
                 result = listener(*args, **kwargs)
             except Exception:
@@ -78,7 +89,7 @@ class Signal(Generic[P]):
                 continue
             if isinstance(result, defer.Deferred):
                 result.addErrback(self._log_failure, listener)
-        waiters, self._waiters = self._waiters, []
+        waiters, self._waiters = self._waiters or (), None
         value: Any = args[0] if len(args) == 1 else (args or None)
         for waiter in waiters:
             waiter.callback(value)
@@ -96,7 +107,7 @@ async def emit_and_wait(signal: Signal[P], *args: P.args, **kwargs: P.kwargs) ->
     """
     from inspect import isawaitable
 
-    for listener in list(signal._listeners.values()):
+    for listener in list(signal._listeners.values()) if signal._listeners else ():
         try:
             result = listener(*args, **kwargs)
             if isawaitable(result):
@@ -104,7 +115,7 @@ async def emit_and_wait(signal: Signal[P], *args: P.args, **kwargs: P.kwargs) ->
         except Exception:
             _log.failure("listener {listener!r} of {signal} failed", listener=listener,
                          signal=signal.name)  # fmt: skip
-    waiters, signal._waiters = signal._waiters, []
+    waiters, signal._waiters = signal._waiters or (), None
     value: Any = args[0] if len(args) == 1 else (args or None)
     for waiter in waiters:
         waiter.callback(value)
