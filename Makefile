@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: run test lint typecheck docs pytest system-deps bench-parse bench-dispatch bench-send bench-compare \
-	bench-connect bench-messages bench-resume bench-memory bench-scram bench-floods clean
+	bench-connect bench-messages bench-resume bench-memory bench-memory-10k bench-scram bench-floods clean
 
 test: system-deps $(VENV)/.installed lint typecheck docs pytest
 
@@ -64,6 +64,10 @@ bench-messages: system-deps $(VENV)/.installed
 
 bench-memory: system-deps $(VENV)/.installed
 	$(BIN)/python benchmarks/memory.py
+
+# 10,000 idle streams in one process against one Prosody (file descriptor limits raised).
+bench-memory-10k: system-deps $(VENV)/.installed
+	$(BIN)/python benchmarks/memory.py --clients 10000
 
 # In-process SCRAM server: the reactor's stall while one connection derives its key.
 bench-scram: $(VENV)/.installed
