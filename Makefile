@@ -5,7 +5,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: run test lint typecheck docs pytest system-deps bench-parse bench-dispatch bench-send bench-compare \
-	bench-connect bench-resume bench-memory bench-scram bench-floods bench-adversarial clean
+	bench-connect bench-messages bench-resume bench-memory bench-memory-10k bench-scram bench-floods \
+	bench-adversarial clean
 
 test: system-deps $(VENV)/.installed lint typecheck docs pytest
 
@@ -52,7 +53,8 @@ bench-send: $(VENV)/.installed
 bench-compare: $(VENV)/.installed
 	$(BIN)/python benchmarks/compare.py
 
-# Against a local Prosody; AIOXMPP_PYTHON=... adds aioxmpp (see benchmarks/connect.py).
+# Against a local Prosody: txxmppnode, twisted.words, slixmpp; AIOXMPP_PYTHON=... adds aioxmpp
+# (see benchmarks/connect.py).
 bench-connect: system-deps $(VENV)/.installed
 	$(BIN)/python benchmarks/connect.py
 
@@ -60,8 +62,17 @@ bench-connect: system-deps $(VENV)/.installed
 bench-resume: system-deps $(VENV)/.installed
 	$(BIN)/python benchmarks/resume.py
 
+# Against a local Prosody: client CPU per 1,000 messages A -> B, txxmppnode, twisted.words and
+# slixmpp side by side; PROFILE=FILE adds a cProfile of one txxmppnode round.
+bench-messages: system-deps $(VENV)/.installed
+	$(BIN)/python benchmarks/messages.py $(if $(PROFILE),--profile $(PROFILE))
+
 bench-memory: system-deps $(VENV)/.installed
 	$(BIN)/python benchmarks/memory.py
+
+# 10,000 idle streams in one process against one Prosody (file descriptor limits raised).
+bench-memory-10k: system-deps $(VENV)/.installed
+	$(BIN)/python benchmarks/memory.py --clients 10000
 
 # In-process SCRAM server: the reactor's stall while one connection derives its key.
 bench-scram: $(VENV)/.installed

@@ -8,8 +8,9 @@ The benchmark starts its own Prosody (the test suite's :class:`ProsodyServer`, t
 saslauth, tls, disco, ping and smacks (no MAM), one account per library.  Against it each
 library makes ``--warmup`` (3) unmeasured and then ``--connections`` (50) measured connections,
 one at a time, each with a new client object and a new resource, each closed before the next
-(txxmppnode ``stop()``, slixmpp ``disconnect()``, aioxmpp ``stop()``).  Every connection is the
-whole way to a usable session over STARTTLS:
+(txxmppnode ``stop()``, twisted.words its footer and ``loseConnection()``, slixmpp
+``disconnect()``, aioxmpp ``stop()``).  Every connection is the whole way to a usable session
+over STARTTLS:
 
 * TLS 1.3, a full handshake every time: txxmppnode's context has its session cache off,
   slixmpp makes an ``ssl.SSLContext`` per client and Python offers no session unless given
@@ -18,12 +19,20 @@ whole way to a usable session over STARTTLS:
   over TLS 1.3: it knows only ``tls-unique``);
 * resource binding, then XEP-0198 ``<enable resume='true'/>`` answered by ``<enabled/>``.
 
-Measured, per connection: from ``Client.start()`` (txxmppnode, aioxmpp) or
-``ClientXMPP.connect()`` (slixmpp) to ``on_stream_established`` (txxmppnode, aioxmpp) or to
+twisted.words (``twisted.words.protocols.jabber.client.XMPPClientFactory``, see ``_words.py``)
+does less, as it can: SASL ``PLAIN`` (it has no SCRAM; one round trip instead of two) and no
+stream management (it has none), so it is ready after binding, two turns earlier.  The table
+compares "txxmppnode with SM enabled" against "twisted.words without"; its ``steps`` row says
+what each library did.
+
+Measured, per connection: from ``Client.start()`` (txxmppnode, aioxmpp),
+``reactor.connectTCP()`` (twisted.words) or ``ClientXMPP.connect()`` (slixmpp) to
+``on_stream_established`` (txxmppnode, aioxmpp), ``STREAM_AUTHD_EVENT`` (twisted.words) or to
 the later of slixmpp's ``session_start`` and ``sm_enabled`` events, on ``time.monotonic()``;
 and the CPU time the client's process used over the same interval (``time.process_time()``:
-Prosody's share runs on the other core).  The table has the median and 90th percentile of
-the wall times and the median CPU time.
+Prosody's share runs on the other core).  The table has one column per library and one row
+per figure: the median and 90th percentile of the wall times, the median CPU time, the turns
+(below), and the median as a multiple of twisted.words'.
 
 Turns
 -----
@@ -63,8 +72,10 @@ Where the libraries run
       make bench-connect AIOXMPP_PYTHON=/tmp/aioxmpp-venv/bin/python
 
   Its security layer is aioxmpp's default (PKIX) with the test CA added to the context.
-* txxmppnode, last, in this process on Twisted's default reactor under ``task.react``, which
-  ends the process when it is done; its clients share one security layer.
+* twisted.words, then txxmppnode, last, in this process on Twisted's default reactor under
+  ``task.react``, which ends the process when it is done; txxmppnode's clients share one
+  security layer, twisted.words makes ``optionsForClientTLS`` (and so a TLS context) per
+  connection, as a twisted.words program usually does.
 
 No timing is asserted: the figures are printed.  A client that fails to connect, or a
 txxmppnode or aioxmpp session established without stream management, stops the benchmark.
@@ -90,6 +101,7 @@ from typing import Any, NamedTuple
 
 import slixmpp
 from _server import LOOPBACK, ProsodyServer, start_prosody
+from _words import words_connect
 from twisted.internet import defer, task
 
 from txxmppnode import JID, make_security_layer
@@ -104,7 +116,13 @@ TIMEOUT = 30.0
 #: Client turns of a strict RFC 6120 client over STARTTLS and TLS 1.3 (see the module docs).
 STRICT_TURNS = 9
 #: One account per library, so that no session of one library can meet another's.
-ACCOUNTS = ("txxmppnode", "slixmpp", "aioxmpp")
+ACCOUNTS = ("txxmppnode", "words", "slixmpp", "aioxmpp")
+
+#: What each library does to be ready (the table's "steps" row).
+OURS_STEPS = "SCRAM, bind, SM"
+WORDS_STEPS = "PLAIN, bind"
+SLIXMPP_STEPS = "SCRAM, bind, SM"
+AIOXMPP_STEPS = "SCRAM, bind, SM"
 
 #: ``(port, resource)``: where one connection goes and the resource it asks for.
 Connection = tuple[int, str]
@@ -195,6 +213,26 @@ async def txxmppnode_runs(reactor: Any, server: ProsodyServer, plan: list[Connec
     )
     jid = server.jid("txxmppnode")
     return [await txxmppnode_once(reactor, security, jid, connection) for connection in plan]
+
+
+async def words_once(
+    reactor: Any, account: str, password: str, ca_pem: bytes, connection: Connection
+) -> Run:
+    port, resource = connection
+    ready = words_connect(reactor, f"{account}/{resource}", password, ca_pem, LOOPBACK, port)
+    ready.addCallback(lambda session: (session, instant()))
+    ready.addTimeout(TIMEOUT, reactor)
+    began = instant()
+    session, at = await ready
+    await session.close()
+    return run_between(began, at)
+
+
+async def words_runs(reactor: Any, server: ProsodyServer, plan: list[Connection]) -> list[Run]:
+    assert server.ca_pem_path is not None
+    ca_pem = server.ca_pem_path.read_bytes()
+    jid, password = server.jid("words"), server.accounts["words"]
+    return [await words_once(reactor, jid, password, ca_pem, connection) for connection in plan]
 
 
 async def slixmpp_once(jid: str, password: str, ca: Path, connection: Connection) -> Run:
@@ -289,16 +327,17 @@ class Result:
     """The figures of one library, in seconds: its measured connections and its proxied ones."""
 
     name: str
+    #: What the library did to be ready, as one short line (the table's second row).
+    steps: str
     direct: list[Run]
     proxied: list[Run]
     turns: list[int]
 
-    COLUMNS = (
-        f"{'library':24} {'median ms':>9} {'p90 ms':>7} {'CPU ms':>7} {'turns':>5}"
-        f" {'proxied ms':>10} {'extra/delay':>11}"
-    )
+    def median_ms(self) -> float:
+        return statistics.median((run.established - run.began) * 1000 for run in self.direct)
 
-    def row(self, delay: float) -> str:
+    def cells(self, delay: float) -> dict[str, str]:
+        """The column of this library: one cell per row of :data:`ROWS`."""
         ms = [(run.established - run.began) * 1000 for run in self.direct]
         p90 = statistics.quantiles(ms, n=10, method="inclusive")[-1]
         cpu = statistics.median(run.cpu * 1000 for run in self.direct)
@@ -306,10 +345,46 @@ class Result:
         shown = str(turns[0]) if len(turns) == 1 else f"{turns[0]}-{turns[-1]}"
         proxied = statistics.median((run.established - run.began) * 1000 for run in self.proxied)
         extra = (proxied - statistics.median(ms)) / (delay * 1000)
-        return (
-            f"{self.name:24} {statistics.median(ms):>9.1f} {p90:>7.1f} {cpu:>7.1f} {shown:>5}"
-            f" {proxied:>10.1f} {extra:>11.1f}"
-        )
+        return {
+            "steps": self.steps,
+            "median ms": f"{statistics.median(ms):.1f}",
+            "p90 ms": f"{p90:.1f}",
+            "CPU ms (median)": f"{cpu:.1f}",
+            "turns": shown,
+            "proxied ms": f"{proxied:.1f}",
+            "extra/delay": f"{extra:.1f}",
+        }
+
+
+#: The rows of the table, in order (one column per library).
+ROWS = (
+    "steps",
+    "median ms",
+    "p90 ms",
+    "CPU ms (median)",
+    "turns",
+    "proxied ms",
+    "extra/delay",
+    "median / twisted.words",
+)
+
+
+def table(results: Sequence[Result], delay: float) -> list[str]:
+    """One row per figure, one column per library."""
+    columns = [result.cells(delay) for result in results]
+    words = next((r for r in results if r.name.startswith("twisted.words")), None)
+    for result, column in zip(results, columns, strict=True):
+        ratio = "-" if words is None else f"{result.median_ms() / words.median_ms():.2f}x"
+        column["median / twisted.words"] = ratio
+    width = max(
+        max(len(result.name) for result in results),
+        max(len(cell) for column in columns for cell in column.values()),
+    )
+    label = max(len(row) for row in ROWS)
+    lines = [f"{'':{label}}" + "".join(f"  {result.name:>{width}}" for result in results)]
+    for row in ROWS:
+        lines.append(f"{row:{label}}" + "".join(f"  {column[row]:>{width}}" for column in columns))
+    return lines
 
 
 class Bench:
@@ -335,7 +410,7 @@ class Bench:
         """Call before a library makes the connections of :attr:`plan`."""
         self._first_proxied = len(self.proxy.connections())
 
-    def result(self, name: str, runs: Sequence[Run]) -> Result:
+    def result(self, name: str, steps: str, runs: Sequence[Run]) -> Result:
         """The figures of a library from the *runs* of :attr:`plan` it has just made."""
         if len(runs) != len(self.plan):
             raise RuntimeError(f"{name}: {len(runs)} runs for {len(self.plan)} connections")
@@ -348,7 +423,7 @@ class Bench:
             sum(1 for instant in instants if instant < run.established)
             for instants, run in zip(bursts, proxied, strict=True)
         ]
-        return Result(name, list(measured), list(proxied), turns)
+        return Result(name, steps, list(measured), list(proxied), turns)
 
 
 def prosody_version(server: ProsodyServer) -> str:
@@ -361,7 +436,7 @@ def report(
 ) -> None:
     delay = args.delay / 1000
     print(
-        f"Prosody {prosody_version(server)} on {LOOPBACK}: STARTTLS, SASL, bind, SM enable;"
+        f"Prosody {prosody_version(server)} on {LOOPBACK}: STARTTLS, then each library's steps;"
         f" {args.connections} connections per library after {args.warmup} warm-ups,"
         " one at a time"
     )
@@ -370,9 +445,8 @@ def report(
         f" ({args.turn_runs} connections); a strict RFC 6120 client takes {STRICT_TURNS}"
     )
     print()
-    print(Result.COLUMNS)
-    for result in results:
-        print(result.row(delay))
+    for line in table(results, delay):
+        print(line)
     for note in notes:
         print(note)
 
@@ -402,7 +476,7 @@ def main() -> None:
 
             bench.before()
             runs = asyncio.run(slixmpp_runs(server, bench.plan))
-            results.append(bench.result(f"slixmpp {slixmpp.__version__}", runs))
+            results.append(bench.result(f"slixmpp {slixmpp.__version__}", SLIXMPP_STEPS, runs))
 
             if args.aioxmpp_python:
                 bench.before()
@@ -411,17 +485,22 @@ def main() -> None:
                 except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
                     notes.append(f"aioxmpp: failed, left out: {exc}")
                 else:
-                    results.append(bench.result(f"aioxmpp {aioxmpp_version}", runs))
+                    results.append(bench.result(f"aioxmpp {aioxmpp_version}", AIOXMPP_STEPS, runs))
             else:
                 notes.append("aioxmpp: left out (no --aioxmpp-python or $AIOXMPP_PYTHON)")
 
-            async def txxmppnode_part(reactor: Any) -> None:
+            async def twisted_part(reactor: Any) -> None:
+                bench.before()
+                runs = await words_runs(reactor, server, bench.plan)
+                words = bench.result(f"twisted.words {version('twisted')}", WORDS_STEPS, runs)
+                results.insert(0, words)
                 bench.before()
                 runs = await txxmppnode_runs(reactor, server, bench.plan)
-                results.insert(0, bench.result(f"txxmppnode {version('txxmppnode')}", runs))
+                ours = bench.result(f"txxmppnode {version('txxmppnode')}", OURS_STEPS, runs)
+                results.insert(0, ours)
                 report(args, server, results, notes)
 
-            task.react(lambda reactor: defer.Deferred.fromCoroutine(txxmppnode_part(reactor)))
+            task.react(lambda reactor: defer.Deferred.fromCoroutine(twisted_part(reactor)))
         finally:
             proxy.stop()
             server.stop()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from lxml import etree
-from twisted.internet import defer, endpoints, error, interfaces
+from twisted.internet import defer, endpoints, error, interfaces, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -88,9 +88,7 @@ class BaseConnector:
             )
             try:
                 try:
-                    await connecting.wait(
-                        endpoints.connectProtocol(endpoint, xmlstream)  # type: ignore[no-untyped-call]
-                    )
+                    await connecting.wait(endpoint.connect(_OneStream(xmlstream)))
                 except error.ConnectError as failure:
                     raise _builtin_error(failure) from failure
                 _no_delay(xmlstream.transport)
@@ -150,6 +148,20 @@ def cancelled_as_such(attempt: defer.Deferred[T]) -> defer.Deferred[T]:
 
     attempt.addBoth(settle)
     return outer
+
+
+class _OneStream(protocol.Factory):
+    """The factory of one connection: it builds *xmlstream*.
+
+    Twisted's ``endpoints.connectProtocol`` does the same with a class made per call, which
+    the connection keeps for its whole life (about 2 KiB per idle stream).
+    """
+
+    def __init__(self, xmlstream: XMLStream) -> None:
+        self._xmlstream = xmlstream
+
+    def buildProtocol(self, addr: interfaces.IAddress | None) -> XMLStream:
+        return self._xmlstream
 
 
 def _end_failed_negotiation(xmlstream: XMLStream, failure: BaseException) -> None:

@@ -117,6 +117,9 @@ class Filter(Generic[_S]):
     with its own token.
     """
 
+    # eight per stream, almost always empty: no __dict__ each
+    __slots__ = ("_chain", "_entries", "_next_sequence")
+
     def __init__(self) -> None:
         # (order, sequence number, token, function), kept sorted by (order, sequence number)
         self._entries: list[tuple[int, int, FilterToken, FilterFunction[_S]]] = []
@@ -281,6 +284,9 @@ class _CallbackTable(Generic[_S, _T]):
     costs two set look-ups and one dictionary look-up.
     """
 
+    # two per stream
+    __slots__ = ("_any_sender", "_callbacks", "_fallback", "_kind", "_senders")
+
     def __init__(self, kind: str) -> None:
         self._kind = kind
         self._callbacks: dict[tuple[_T | None, JID | None], Callable[[_S], object]] = {}
@@ -361,6 +367,22 @@ class Dispatcher:
     :ivar app_outbound_presence_filter: application filters for presences to be sent.
     :ivar service_outbound_presence_filter: service filters for presences to be sent.
     """
+
+    # one per stream, for the stream's life
+    __slots__ = (
+        "_iq_handlers",
+        "_iq_handlers_by_name",
+        "_message_callbacks",
+        "_presence_callbacks",
+        "app_inbound_message_filter",
+        "app_inbound_presence_filter",
+        "app_outbound_message_filter",
+        "app_outbound_presence_filter",
+        "service_inbound_message_filter",
+        "service_inbound_presence_filter",
+        "service_outbound_message_filter",
+        "service_outbound_presence_filter",
+    )
 
     def __init__(self) -> None:
         self.app_inbound_message_filter: Filter[Message] = Filter()

@@ -32,6 +32,21 @@ class LivenessMonitor:
         within :attr:`hard_limit`; ``None`` to not watch answers.
     """
 
+    # one per connection, for the connection's life
+    __slots__ = (
+        "_answer_timer",
+        "_last_received",
+        "_on_hard",
+        "_on_soft",
+        "_on_unanswered",
+        "_soft_fired",
+        "_timer",
+        "_unanswered",
+        "reactor",
+        "round_trip_time",
+        "soft_timeout",
+    )
+
     def __init__(
         self,
         reactor: interfaces.IReactorTime,

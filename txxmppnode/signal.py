@@ -116,6 +116,10 @@ class Signal(Generic[P]):
     WEAK: Final = ConnectMode.WEAK
     AUTO_FUTURE: Final = ConnectMode.AUTO_FUTURE
 
+    # A client holds dozens of signals; without an instance dict each is about half the size.
+    # Weak references are kept: WEAK listeners refer to their signal weakly.
+    __slots__ = ("__weakref__", "_listeners", "_waiters", "name")
+
     def __init__(self, name: str = "signal") -> None:
         self.name = name
         self._listeners: dict[ListenerToken, Callable[..., Any]] = {}
@@ -285,6 +289,8 @@ async def emit_and_wait(signal: Signal[P], *args: P.args, **kwargs: P.kwargs) ->
 class Event:
     """A flag that can be waited for, with Deferreds (the Twisted counterpart of an
     ``asyncio.Event``)."""
+
+    __slots__ = ("_set", "_waiters")
 
     def __init__(self) -> None:
         self._set = False

@@ -73,6 +73,8 @@ class SMState(enum.Enum):
     #: ``<enabled/>`` received; the session lasts until destroyed or refused resumption
     ENABLED = "enabled"
 
+    __hash__ = object.__hash__  # looked up per stanza in EVENTS: by identity, in C
+
 
 _D, _E = SMState.DISABLED, SMState.ENABLED
 

@@ -12,7 +12,7 @@ all state in the XML itself: every accessor reads or writes attributes and child
 
 from __future__ import annotations
 
-import binascii
+import base64
 import enum
 import os
 from collections.abc import Iterator
@@ -22,12 +22,15 @@ from lxml import etree
 
 from . import namespaces
 from .errors import ErrorCondition, XMPPError
-from .jid import JID
+from .jid import JID, _fromstr_cached
 
 _XML_LANG: Final = f"{{{namespaces.XML}}}lang"
-_URLSAFE: Final = str.maketrans("+/", "-_")
 _ERROR_TAG: Final = f"{{{namespaces.CLIENT}}}error"
 _CLIENT_NSMAP: Final = {None: namespaces.CLIENT}
+_BODY: Final = f"{{{namespaces.CLIENT}}}body"
+_SHOW: Final = f"{{{namespaces.CLIENT}}}show"
+_STATUS: Final = f"{{{namespaces.CLIENT}}}status"
+_PRIORITY: Final = f"{{{namespaces.CLIENT}}}priority"
 
 
 class MessageType(enum.Enum):
@@ -87,6 +90,11 @@ class IQType(enum.Enum):
 
 _E = TypeVar("_E", bound=enum.Enum)
 
+#: The members of the stanza types by the attribute's text, for the getters' common case.
+_MESSAGE_TYPES: Final[dict[str | None, MessageType]] = {m.value: m for m in MessageType}
+_PRESENCE_TYPES: Final[dict[str | None, PresenceType]] = {m.value: m for m in PresenceType}
+_IQ_TYPES: Final[dict[str | None, IQType]] = {m.value: m for m in IQType}
+
 
 #: Each enum's members by value, for the common case of :func:`_enum`: a string read from XML.
 _MEMBERS: dict[type[enum.Enum], dict[object, Any]] = {}
@@ -109,6 +117,58 @@ def _enum(cls: type[_E], value: object, what: str) -> _E:
         raise ValueError(f"invalid {what} {value!r}; expected one of {allowed}") from None
 
 
+def _address(value: JID | str) -> str:
+    """The text of an address to write: a :class:`JID` as it is (it was checked when it was
+    made), anything else parsed as one first.
+
+    :raises ValueError: if a string is not a valid JID.
+    """
+    if isinstance(value, JID):
+        return str(value)
+    return str(JID.fromstr(str(value)))
+
+
+def _attributes(
+    to: JID | str | None, from_: JID | str | None, id_: str | None, lang: str | None
+) -> dict[str, str]:
+    """The addressing attributes of a new stanza, checked, in the order they are written."""
+    attrib: dict[str, str] = {}
+    if to is not None:
+        attrib["to"] = _address(to)
+    if from_ is not None:
+        attrib["from"] = _address(from_)
+    if id_ is not None:
+        attrib["id"] = str(id_)
+    if lang is not None:
+        attrib[_XML_LANG] = str(lang)
+    return attrib
+
+
+#: Stanza ids not handed out yet (see :func:`_new_id`).
+_ID_POOL: list[str] = []
+#: Random bytes per id: 96 bits, which URL-safe base64 writes as 16 characters.
+_ID_BYTES: Final = 12
+#: Ids drawn from the system's random source at once.
+_ID_BATCH: Final = 256
+
+
+def _new_id() -> str:
+    """An unpredictable stanza id: 96 random bits from the system's CSPRNG (``os.urandom``),
+    URL-safe base64, 16 characters -- what ``secrets.token_urlsafe(12)`` gives.
+
+    The bytes are drawn for :data:`_ID_BATCH` ids at a time and each id is handed out once;
+    a forked child forgets the ids its parent had drawn (``os.register_at_fork``).
+    """
+    if not _ID_POOL:
+        text = base64.urlsafe_b64encode(os.urandom(_ID_BYTES * _ID_BATCH)).decode("ascii")
+        width = _ID_BYTES // 3 * 4  # whole base64 groups: the ids are independent
+        _ID_POOL.extend(text[start : start + width] for start in range(0, len(text), width))
+    return _ID_POOL.pop()
+
+
+os.register_at_fork(after_in_child=_ID_POOL.clear)
+
+
 class Stanza(etree.ElementBase):
     """What message, presence and IQ stanzas share: addressing, id, language and errors.
 
@@ -119,25 +179,10 @@ class Stanza(etree.ElementBase):
 
     PARSER: Any = None  # set below, once the lookup exists
 
-    def _init_stanza(
-        self,
-        to: JID | str | None,
-        from_: JID | str | None,
-        id_: str | None,
-        lang: str | None,
-    ) -> None:
-        if to is not None:
-            self.to = to
-        if from_ is not None:
-            self.from_ = from_
-        if id_ is not None:
-            self.id_ = id_
-        if lang is not None:
-            self.lang = lang
-
     def _jid(self, name: str) -> JID | None:
         value = self.get(name)
-        return None if value is None else JID.fromstr(value)
+        # JID.fromstr's own cache, without its checks: an attribute is always a str
+        return None if value is None else _fromstr_cached(value, True)
 
     def _set_attr(self, name: str, value: object | None) -> None:
         if value is None:
@@ -148,15 +193,19 @@ class Stanza(etree.ElementBase):
 
     @property
     def to(self) -> JID | None:
-        """The recipient, or ``None``. Accepts a :class:`JID` or a string when set.
+        """The recipient, or ``None``.
 
-        :raises ValueError: on reading a malformed address.
+        Accepts a :class:`JID`, written as it is, or a string, which must parse as one (as for
+        the constructors' *to* and *from_*).
+
+        :raises ValueError: on reading a malformed address, or setting a string that is not
+            a valid JID.
         """
         return self._jid("to")
 
     @to.setter
     def to(self, value: JID | str | None) -> None:
-        self._set_attr("to", None if value is None else JID.fromstr(str(value)))
+        self._set_attr("to", None if value is None else _address(value))
 
     @property
     def from_(self) -> JID | None:
@@ -165,7 +214,7 @@ class Stanza(etree.ElementBase):
 
     @from_.setter
     def from_(self, value: JID | str | None) -> None:
-        self._set_attr("from", None if value is None else JID.fromstr(str(value)))
+        self._set_attr("from", None if value is None else _address(value))
 
     @property
     def id_(self) -> str | None:
@@ -189,10 +238,7 @@ class Stanza(etree.ElementBase):
         """Give the stanza an unpredictable id unless it has one; return the id."""
         value = self.get("id")
         if not value:
-            # 96 random bits from the system's CSPRNG, URL-safe base64 (16 characters): what
-            # secrets.token_urlsafe(12) gives, without its layers of calls.
-            value = binascii.b2a_base64(os.urandom(12), newline=False).decode()
-            value = value.translate(_URLSAFE)
+            value = _new_id()
             self.set("id", value)
         return value
 
@@ -246,16 +292,20 @@ class Message(Stanza):
         lang: str | None = None,
         body: str | None = None,
     ) -> None:
-        super().__init__(nsmap=_CLIENT_NSMAP)
-        self._init_stanza(to, from_, id_, lang)
-        self.type_ = _enum(MessageType, type_, "message type")
+        attrib = _attributes(to, from_, id_, lang)
+        member = _enum(MessageType, type_, "message type")
+        if member is not MessageType.NORMAL:
+            attrib["type"] = member.value
+        super().__init__(attrib=attrib, nsmap=_CLIENT_NSMAP)
         if body is not None:
-            self.body = body
+            etree.SubElement(self, _BODY).text = body
 
     @property
     def type_(self) -> MessageType:
         """The message type; ``NORMAL`` when the attribute is absent."""
-        return _enum(MessageType, self.get("type", "normal"), "message type")
+        value = self.get("type", "normal")
+        member = _MESSAGE_TYPES.get(value)  # read for every message received, twice
+        return _enum(MessageType, value, "message type") if member is None else member
 
     @type_.setter
     def type_(self, value: MessageType | str) -> None:
@@ -296,17 +346,26 @@ class Presence(Stanza):
         status: str | None = None,
         priority: int = 0,
     ) -> None:
-        super().__init__(nsmap=_CLIENT_NSMAP)
-        self._init_stanza(to, from_, id_, lang)
-        self.type_ = _enum(PresenceType, type_, "presence type")
-        self.show = _enum(PresenceShow, show, "presence show")
-        self.status = status
-        self.priority = priority
+        attrib = _attributes(to, from_, id_, lang)
+        member = _enum(PresenceType, type_, "presence type")
+        if member is not PresenceType.AVAILABLE:
+            attrib["type"] = member.value
+        show_value = _enum(PresenceShow, show, "presence show").value
+        priority = _check_priority(int(priority))
+        super().__init__(attrib=attrib, nsmap=_CLIENT_NSMAP)
+        if show_value is not None:
+            etree.SubElement(self, _SHOW).text = show_value
+        if status is not None:
+            etree.SubElement(self, _STATUS).text = status
+        if priority:
+            etree.SubElement(self, _PRIORITY).text = str(priority)
 
     @property
     def type_(self) -> PresenceType:
         """The presence type; ``AVAILABLE`` when the attribute is absent."""
-        return _enum(PresenceType, self.get("type"), "presence type")
+        value = self.get("type")
+        member = _PRESENCE_TYPES.get(value)
+        return _enum(PresenceType, value, "presence type") if member is None else member
 
     @type_.setter
     def type_(self, value: PresenceType | str | None) -> None:
@@ -374,16 +433,19 @@ class IQ(Stanza):
         lang: str | None = None,
         payload: etree._Element | None = None,
     ) -> None:
-        super().__init__(nsmap=_CLIENT_NSMAP)
-        self._init_stanza(to, from_, id_, lang)
-        self.type_ = type_
+        attrib = _attributes(to, from_, id_, lang)
+        attrib["type"] = _enum(IQType, type_, "IQ type").value
+        super().__init__(attrib=attrib, nsmap=_CLIENT_NSMAP)
         if payload is not None:
-            self.payload = payload
+            node: etree._Element = self  # typed as a plain element: children are any element
+            node.append(payload)
 
     @property
     def type_(self) -> IQType:
         """The IQ type."""
-        return _enum(IQType, self.get("type"), "IQ type")
+        value = self.get("type")
+        member = _IQ_TYPES.get(value)
+        return _enum(IQType, value, "IQ type") if member is None else member
 
     @type_.setter
     def type_(self, value: IQType | str) -> None:

@@ -147,4 +147,3 @@ def test_cycles_are_found_through_function_level_imports() -> None:
 def test_no_import_cycle() -> None:
     found = cycles(import_graph())
     assert found == [], "import cycles: " + "; ".join(" <-> ".join(sorted(c)) for c in found)
-

@@ -4,13 +4,14 @@ context_connect."""
 from __future__ import annotations
 
 import gc
+import weakref
 from typing import Any
 
 import pytest
 from twisted.internet import defer
 from twisted.logger import capturedLogs
 
-from txxmppnode.signal import ConnectMode, Signal, emit_and_wait
+from txxmppnode.signal import ConnectMode, Event, Signal, emit_and_wait
 
 
 class Owner:
@@ -250,3 +251,10 @@ def test_context_connect_disconnects_on_exit_also_after_an_error() -> None:
         raise RuntimeError("leaves the block")
     signal.emit(4)
     assert seen == [1, 3] and len(signal) == 0
+
+
+def test_signals_and_events_keep_no_instance_dict_but_can_be_weakly_referenced() -> None:
+    signal: Signal[[]] = Signal("s")
+    assert not hasattr(signal, "__dict__")
+    assert not hasattr(Event(), "__dict__")
+    assert weakref.ref(signal)() is signal

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import os
 import pickle
 import re
 from collections.abc import Iterator
@@ -153,6 +154,58 @@ def test_autoset_id_is_unpredictable_and_kept_when_present() -> None:
     assert all(re.fullmatch("[A-Za-z0-9_-]+", i) for i in ids)  # URL-safe, no padding
     msg = Message(id_="fixed")
     assert msg.autoset_id() == "fixed"
+
+
+def test_autoset_ids_are_never_repeated_and_a_forked_child_draws_its_own() -> None:
+    ids = [Message().autoset_id() for _ in range(2000)]  # several batches of random bytes
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch("[A-Za-z0-9_-]{16}", i) for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the ids it would hand out next, and leave at once
+        try:
+            os.write(write, " ".join(Message().autoset_id() for _ in range(5)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child_ids = pipe.read().split()
+    os.waitpid(pid, 0)
+    parent_ids = [Message().autoset_id() for _ in range(5)]
+    assert len(child_ids) == 5
+    assert not set(child_ids) & set(parent_ids)
+
+
+def test_a_jid_is_written_as_it_is_and_a_string_is_checked() -> None:
+    # A JID was prepared when it was made, leniently too (an address from a legacy
+    # server): a reply to it must not fail on a second, strict parse.
+    legacy = JID.fromstr("Juliet Capulet@example.com/balcony", strict=False)
+    for stanza in (Message(to=legacy), Presence(to=legacy), IQ(IQType.GET, to=legacy)):
+        assert stanza.get("to") == "juliet capulet@example.com/balcony"
+    reply = Message(from_=legacy)
+    assert reply.get("from") == str(legacy)
+    with pytest.raises(ValueError, match="invalid JID"):
+        Message(to="juliet capulet@example.com")
+    with pytest.raises(ValueError):
+        Message(body="\x00")  # lxml refuses what XML cannot carry
+    with pytest.raises(ValueError):
+        Presence(id_="a\x01b")
+
+
+def test_constructors_write_every_attribute_and_child_in_order() -> None:
+    iq = IQ("set", to="a@b.example", from_="c@d.example/r", id_="i1", lang="de",
+            payload=etree.Element("{urn:x}q", nsmap={None: "urn:x"}))  # fmt: skip
+    assert serialize(iq) == (
+        b'<iq to="a@b.example" from="c@d.example/r" id="i1" xml:lang="de" type="set">'
+        b'<q xmlns="urn:x"/></iq>'
+    )
+    pres = Presence(type_="subscribe", to="a@b.example", status="", priority=3)
+    assert serialize(pres) == (
+        b'<presence to="a@b.example" type="subscribe"><status></status>'
+        b"<priority>3</priority></presence>"
+    )
+    with pytest.raises(ValueError, match="outside"):
+        Presence(priority=200)
 
 
 @pytest.mark.parametrize(
