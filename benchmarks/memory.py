@@ -96,6 +96,7 @@ from typing import Any
 
 import slixmpp
 from _server import LOOPBACK, ProsodyServer, cpu_seconds, rss_kib, start_prosody
+from _slixmpp_ready import ready_future
 from twisted.internet import defer, task
 
 from txxmppnode import JID, make_security_layer
@@ -424,32 +425,14 @@ async def slixmpp_worker(options: dict[str, Any]) -> Figures:
         shared = ssl.create_default_context(cafile=options["ca"])
 
     async def connect(resource: str) -> slixmpp.ClientXMPP:
-        loop = asyncio.get_running_loop()
         kwargs = {} if shared is None else {"ssl_context": shared}
         xmpp = slixmpp.ClientXMPP(f"{options['jid']}/{resource}", options["password"], **kwargs)
         if shared is None:
             xmpp.ca_certs = Path(options["ca"])  # loaded into the client's own context
         xmpp.enable_direct_tls = False
         xmpp.register_plugin("xep_0198")
-        ready: asyncio.Future[None] = loop.create_future()
-        awaited = {"session_start", "sm_enabled"}
-
-        def reached(event: str) -> Callable[[Any], None]:
-            def handler(_: Any = None) -> None:
-                awaited.discard(event)
-                if not awaited and not ready.done():
-                    ready.set_result(None)
-
-            return handler
-
-        def failed(data: Any = None) -> None:
-            if not ready.done():
-                ready.set_exception(RuntimeError(f"{resource} could not connect: {data!r}"))
-
-        for event in tuple(awaited):
-            xmpp.add_event_handler(event, reached(event))
-        for event in ("connection_failed", "failed_all_auth", "disconnected"):
-            xmpp.add_event_handler(event, failed)
+        failures = ("connection_failed", "failed_all_auth", "disconnected")
+        ready = ready_future(xmpp, resource, failures)
         xmpp.connect(LOOPBACK, options["port"])
         await asyncio.wait_for(ready, TIMEOUT)
         return xmpp

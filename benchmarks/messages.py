@@ -58,7 +58,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -235,35 +234,17 @@ async def slixmpp_child(options: dict[str, Any]) -> Window:
     import ssl
 
     import slixmpp
+    from _slixmpp_ready import ready_future
 
     context = ssl.create_default_context(cafile=options["ca"])
 
     async def connect(account: dict[str, str]) -> slixmpp.ClientXMPP:
-        loop = asyncio.get_running_loop()
         xmpp = slixmpp.ClientXMPP(
             f"{account['jid']}/bench", account["password"], ssl_context=context
         )
         xmpp.enable_direct_tls = False
         xmpp.register_plugin("xep_0198")
-        ready: asyncio.Future[None] = loop.create_future()
-        awaited = {"session_start", "sm_enabled"}
-
-        def reached(event: str) -> Callable[[Any], None]:
-            def handler(_: Any = None) -> None:
-                awaited.discard(event)
-                if not awaited and not ready.done():
-                    ready.set_result(None)
-
-            return handler
-
-        def failed(data: Any = None) -> None:
-            if not ready.done():
-                ready.set_exception(RuntimeError(f"slixmpp could not connect: {data!r}"))
-
-        for event in tuple(awaited):
-            xmpp.add_event_handler(event, reached(event))
-        for event in ("connection_failed", "failed_all_auth"):
-            xmpp.add_event_handler(event, failed)
+        ready = ready_future(xmpp, "slixmpp", ("connection_failed", "failed_all_auth"))
         xmpp.connect(LOOPBACK, options["port"])
         await asyncio.wait_for(ready, TIMEOUT)
         return xmpp
