@@ -1,6 +1,6 @@
 """The issue's table in one run: every figure beside twisted.words and slixmpp, with its goal.
 
-Run ``make bench-table`` (or ``.venv/bin/python benchmarks/table.py``).  About three minutes
+Run ``make bench-table`` (or ``.venv/bin/python benchmarks/table.py``).  About two minutes
 with the defaults, which are smaller than those of the scripts it runs; the options scale
 them up (``--rounds 5 --connections 50 --clients 10000`` is the scripts' own full run, the
 last one alone some five minutes).
