@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 
 .PHONY: run test lint typecheck docs pytest system-deps bench-parse bench-dispatch bench-send bench-compare \
 	bench-connect bench-messages bench-resume bench-memory bench-memory-10k bench-scram bench-floods \
-	bench-adversarial clean
+	bench-adversarial bench-table clean
 
 test: system-deps $(VENV)/.installed lint typecheck docs pytest
 
@@ -69,6 +69,11 @@ bench-messages: system-deps $(VENV)/.installed
 
 bench-memory: system-deps $(VENV)/.installed
 	$(BIN)/python benchmarks/memory.py
+
+# The issue's table in one run: compare, connect, messages and memory with modest defaults,
+# every figure beside twisted.words and slixmpp with its goal (see benchmarks/table.py).
+bench-table: system-deps $(VENV)/.installed
+	$(BIN)/python benchmarks/table.py
 
 # 10,000 idle streams in one process against one Prosody (file descriptor limits raised).
 bench-memory-10k: system-deps $(VENV)/.installed

@@ -49,14 +49,23 @@ class WordsSession:
 
 
 def words_connect(
-    reactor: Any, account: str, password: str, ca_pem: bytes, host: str, port: int
+    reactor: Any,
+    account: str,
+    password: str,
+    ca_pem: bytes,
+    host: str,
+    port: int,
+    tls: Any = None,
 ) -> defer.Deferred[WordsSession]:
     """Connect *account* (a full JID) over STARTTLS to *host*:*port*; fire when bound.
 
+    *tls*, if given, is the ``IOpenSSLClientConnectionCreator`` to use (one shared by many
+    sessions shares its ``SSL.Context``); otherwise each session makes its own from *ca_pem*.
     Fails with the stream's failure (``INIT_FAILED_EVENT``) or a connection error.
     """
     address = jid.JID(account)
-    tls = ssl.optionsForClientTLS(address.host, trustRoot=ssl.Certificate.loadPEM(ca_pem))
+    if tls is None:
+        tls = ssl.optionsForClientTLS(address.host, trustRoot=ssl.Certificate.loadPEM(ca_pem))
     factory = client.XMPPClientFactory(address, password, configurationForTLS=tls)
     ready: defer.Deferred[WordsSession] = defer.Deferred()
 

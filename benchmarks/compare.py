@@ -23,6 +23,9 @@ send
 Every round checks its output (handler calls, replies, the bytes written) outside the
 measured time.  The last columns give txxmppnode's receive rate as a share of the floor and
 both of its rates as multiples of twisted.words'.
+
+``--json FILE`` also writes the versions and the median rates (stanzas/s, per library and
+path) to FILE, for ``benchmarks/table.py``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from parse import bare_lxml, chunks, make_stream
 
@@ -123,6 +127,9 @@ def main() -> None:
     options.add_argument(
         "--only", choices=LIBRARIES, action="append", help="run only these libraries"
     )
+    options.add_argument(
+        "--json", metavar="FILE", help="also write the rates (stanzas/s) to FILE, for table.py"
+    )
     args = options.parse_args()
     if args.child:
         print(json.dumps(_child(args.child, args.stanzas, args.chunk, args.rounds)))
@@ -150,6 +157,9 @@ def main() -> None:
             for lib in libraries
         )
         print(f"{path:8}{cells}")
+    if args.json:
+        versions = {library: _version(library) for library in libraries}
+        Path(args.json).write_text(json.dumps({"versions": versions, "rates": rates}))
     ours = rates.get("txxmppnode", {})
     if "lxml" in rates and "receive" in ours:
         print(f"txxmppnode receive: {ours['receive'] / rates['lxml']['receive']:.1%} of the floor")

@@ -79,6 +79,8 @@ Where the libraries run
 
 No timing is asserted: the figures are printed.  A client that fails to connect, or a
 txxmppnode or aioxmpp session established without stream management, stops the benchmark.
+``--json FILE`` also writes each library's steps and median ms to FILE, for
+``benchmarks/table.py``.
 """
 
 from __future__ import annotations
@@ -449,6 +451,16 @@ def report(
         print(line)
     for note in notes:
         print(note)
+    if args.json:
+        figures = {
+            result.name.split()[0]: {
+                "name": result.name,
+                "steps": result.steps,
+                "median_ms": result.median_ms(),
+            }
+            for result in results
+        }
+        Path(args.json).write_text(json.dumps(figures))
 
 
 def main() -> None:
@@ -461,6 +473,9 @@ def main() -> None:
         "--aioxmpp-python",
         default=os.environ.get("AIOXMPP_PYTHON"),
         help="an interpreter that has aioxmpp (default: $AIOXMPP_PYTHON; unset: no aioxmpp)",
+    )
+    options.add_argument(
+        "--json", metavar="FILE", help="also write each library's figures to FILE, for table.py"
     )
     args = options.parse_args()
     if args.connections < 2 or args.turn_runs < 1 or args.warmup < 0 or args.delay <= 0:

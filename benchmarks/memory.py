@@ -1,4 +1,4 @@
-"""Idle clients: memory and CPU per established txxmppnode client in one process.
+"""Idle clients: memory and CPU per established client in one process, beside the others.
 
 Run ``make bench-memory`` (or ``.venv/bin/python benchmarks/memory.py``).  About 45 seconds
 with the defaults; ``make bench-memory-10k`` (``--clients 10000``) takes about five minutes.
@@ -37,6 +37,14 @@ txxmppnode
     many clients are still established, and how long stopping them all took (same
     concurrency).
 
+twisted.words (``--words-clients``, 200; 0 to skip)
+    The same method in a child process (``memory.py --words-worker``): sessions of
+    ``benchmarks/_words.py`` (STARTTLS, ``PLAIN``, bind; twisted.words has no stream
+    management), all with one TLS connection creator (``optionsForClientTLS`` on the test
+    CA, hence one ``SSL.Context``), a warm-up session, ``gc.collect()``, ``VmRSS`` and
+    ``mallinfo2`` before and after, ``getrusage`` over the idle window, then each closes
+    with its footer.
+
 slixmpp (``--slixmpp-clients``, 200; 0 to skip)
     The same method in a child process (``memory.py --slixmpp-worker``), which starts with a
     clean heap: ``ClientXMPP`` objects with the ``xep_0198`` plugin, STARTTLS only, a warm-up
@@ -72,6 +80,8 @@ tracemalloc (``--tracemalloc``, 200 clients; 0 to skip)
     splits what one idle stream holds.
 
 No figure is asserted: they are printed.  A client that fails to connect stops the benchmark.
+``--json FILE`` also writes each library's figures (those of :class:`Figures`, with the KiB
+per client) to FILE, for ``benchmarks/table.py``.
 """
 
 from __future__ import annotations
@@ -107,7 +117,7 @@ from txxmppnode.connector import STARTTLSConnector
 TIMEOUT = 60.0
 #: The domain the TLS probe asks verifiers for (the certificate is never checked there).
 PROBE_DOMAIN = "xmppnode.test"
-ACCOUNTS = ("txxmppnode", "slixmpp")
+ACCOUNTS = ("txxmppnode", "words", "slixmpp")
 
 
 @dataclass
@@ -413,6 +423,87 @@ def measure_tracemalloc(server: ProsodyServer, args: argparse.Namespace) -> list
     return lines
 
 
+# -- twisted.words (in a child process) -----------------------------------------------------
+
+
+async def words_worker(reactor: Any, options: dict[str, Any]) -> Figures:
+    """N twisted.words sessions of one account (STARTTLS, PLAIN, bind; no stream management).
+
+    The sessions share one TLS connection creator, hence one ``SSL.Context``, as the
+    txxmppnode clients share their security layer.
+    """
+    from _words import WordsSession, words_connect
+    from twisted.internet import ssl
+
+    ca_pem = Path(options["ca"]).read_bytes()
+    domain = options["jid"].split("@", 1)[1]
+    tls = ssl.optionsForClientTLS(domain, trustRoot=ssl.Certificate.loadPEM(ca_pem))
+
+    def connect(resource: str) -> defer.Deferred[WordsSession]:
+        account = f"{options['jid']}/{resource}"
+        ready = words_connect(
+            reactor, account, options["password"], ca_pem, LOOPBACK, options["port"], tls
+        )
+        return ready.addTimeout(TIMEOUT, reactor)
+
+    await (await connect("warm-up")).close()
+    gc.collect()
+    rss_before, malloc_before = rss_kib(), malloc_in_use()
+    began = time.monotonic()
+    jobs = [lambda n=n: connect(f"c{n}") for n in range(options["clients"])]
+    sessions: list[WordsSession] = await bounded(options["concurrency"], jobs)
+    connect_seconds = time.monotonic() - began
+    gc.collect()
+    rss_after, malloc_after = rss_kib(), malloc_in_use()
+    cpu, prosody_cpu = cpu_seconds(), process_cpu_seconds(options["prosody_pid"])
+    await task.deferLater(reactor, options["idle"], lambda: None)
+    idle_cpu = cpu_seconds() - cpu
+    prosody_idle_cpu = process_cpu_seconds(options["prosody_pid"]) - prosody_cpu
+    still = sum(1 for session in sessions if session.stream.transport.connected)
+    began = time.monotonic()
+    await bounded(options["concurrency"], [session.close for session in sessions])
+    return Figures(
+        name=f"twisted.words {version('twisted')} (one SSL.Context, no SM)",
+        clients=options["clients"],
+        connect_seconds=connect_seconds,
+        rss_before_kib=rss_before,
+        rss_after_kib=rss_after,
+        idle_seconds=options["idle"],
+        idle_cpu_seconds=idle_cpu,
+        still_established=still,
+        stop_seconds=time.monotonic() - began,
+        prosody_idle_cpu_seconds=prosody_idle_cpu,
+        malloc_before=malloc_before,
+        malloc_after=malloc_after,
+    )
+
+
+def measure_words(server: ProsodyServer, args: argparse.Namespace) -> Figures:
+    """Run :func:`words_worker` in a child process, which starts with a clean heap."""
+    options = {
+        "jid": server.jid("words"),
+        "password": server.accounts["words"],
+        "ca": str(server.ca_pem_path),
+        "port": server.starttls_port,
+        "clients": args.words_clients,
+        "concurrency": args.concurrency,
+        "idle": args.idle,
+        "prosody_pid": server.pid,
+    }
+    done = subprocess.run(
+        [sys.executable, __file__, "--words-worker", json.dumps(options)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT + args.idle + args.words_clients * 0.5,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"the twisted.words worker exited {done.returncode}:\n{done.stderr[-2000:]}"
+        )
+    return Figures(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 # -- slixmpp (in a child process) -----------------------------------------------------------
 
 
@@ -675,6 +766,12 @@ def main() -> None:
         "--slixmpp-clients", type=int, default=200, help="slixmpp clients (0: no slixmpp run)"
     )
     options.add_argument(
+        "--words-clients",
+        type=int,
+        default=200,
+        help="twisted.words clients (0: no twisted.words run)",
+    )
+    options.add_argument(
         "--slixmpp-context",
         choices=("shared", "own"),
         default="shared",
@@ -688,13 +785,24 @@ def main() -> None:
         help="clients of the tracemalloc breakdown, in a process of its own (0: none)",
     )
     options.add_argument("--top", type=int, default=15, help="tracemalloc lines shown")
+    options.add_argument(
+        "--json", metavar="FILE", help="also write each library's figures to FILE, for table.py"
+    )
     options.add_argument("--slixmpp-worker", metavar="JSON", help=argparse.SUPPRESS)
+    options.add_argument("--words-worker", metavar="JSON", help=argparse.SUPPRESS)
     options.add_argument("--tracemalloc-worker", metavar="JSON", help=argparse.SUPPRESS)
     options.add_argument("--tls-probe", nargs=2, metavar=("CA", "COUNT"), help=argparse.SUPPRESS)
     args = options.parse_args()
-    if args.clients < 1 or args.concurrency < 1 or args.idle <= 0 or args.slixmpp_clients < 0:
+    if (
+        args.clients < 1
+        or args.concurrency < 1
+        or args.idle <= 0
+        or args.slixmpp_clients < 0
+        or args.words_clients < 0
+    ):
         options.error(
-            "needs --clients >= 1, --concurrency >= 1, --idle > 0, --slixmpp-clients >= 0"
+            "needs --clients >= 1, --concurrency >= 1, --idle > 0,"
+            " --slixmpp-clients >= 0, --words-clients >= 0"
         )
 
     if args.slixmpp_worker:
@@ -704,6 +812,19 @@ def main() -> None:
     if args.tls_probe:
         count = int(args.tls_probe[1])
         print(json.dumps(tls_probe(args.tls_probe[0], count) + tls_connection_probe(count)))
+        return
+    if args.words_worker:
+        words_found: list[Figures] = []
+
+        async def words(reactor: Any) -> None:
+            words_found.append(await words_worker(reactor, json.loads(args.words_worker)))
+
+        try:
+            task.react(lambda reactor: defer.Deferred.fromCoroutine(words(reactor)))
+        except SystemExit as exit_:
+            if exit_.code:
+                raise
+        print(json.dumps(asdict(words_found[0])))
         return
     if args.tracemalloc_worker:
         found: list[list[str]] = []
@@ -719,7 +840,7 @@ def main() -> None:
         print(json.dumps(found[0]))
         return
 
-    streams = max(args.clients, args.slixmpp_clients, args.tracemalloc)
+    streams = max(args.clients, args.words_clients, args.slixmpp_clients, args.tracemalloc)
     notes = []
     limit = raise_fd_limit(streams + SPARE_FDS)
     if limit < streams + SPARE_FDS:
@@ -740,6 +861,7 @@ def main() -> None:
             tls = measure_tls(server, args.tls_probe_count)
             traced = measure_tracemalloc(server, args) if args.tracemalloc else []
             slixmpp_figures = measure_slixmpp(server, args) if args.slixmpp_clients else None
+            words_figures = measure_words(server, args) if args.words_clients else None
 
             async def txxmppnode_part(reactor: Any) -> None:
                 figures = await measure_txxmppnode(reactor, server, args)
@@ -751,6 +873,14 @@ def main() -> None:
                 print()
                 for line in figures.lines():
                     print(line)
+                if words_figures is not None:
+                    for line in words_figures.lines():
+                        print(line)
+                    ratio = words_figures.kib_per_client / figures.kib_per_client
+                    print(
+                        f"memory per client, twisted.words/txxmppnode: {ratio:.2f}"
+                        f" (at {words_figures.clients} and {figures.clients} clients)"
+                    )
                 if slixmpp_figures is not None:
                     for line in slixmpp_figures.lines():
                         print(line)
@@ -768,6 +898,18 @@ def main() -> None:
                     print("tracemalloc (txxmppnode, in a separate process):")
                     for line in traced:
                         print(line)
+                if args.json:
+                    ran = [
+                        ("txxmppnode", figures),
+                        ("twisted.words", words_figures),
+                        ("slixmpp", slixmpp_figures),
+                    ]
+                    found = {
+                        library: {**asdict(one), "kib_per_client": one.kib_per_client}
+                        for library, one in ran
+                        if one is not None
+                    }
+                    Path(args.json).write_text(json.dumps(found))
 
             task.react(lambda reactor: defer.Deferred.fromCoroutine(txxmppnode_part(reactor)))
         finally:

@@ -44,7 +44,8 @@ measured round to FILE (``pstats``) and prints its top entries; ``benchmarks/PRO
 them.
 
 No timing is asserted: the figures are printed.  A message that does not arrive, or a client
-that cannot connect, stops the benchmark.
+that cannot connect, stops the benchmark.  ``--json FILE`` also writes each library's
+medians (client CPU ms per 1,000 messages, messages/s) to FILE, for ``benchmarks/table.py``.
 """
 
 from __future__ import annotations
@@ -388,6 +389,21 @@ def report(args: argparse.Namespace, windows: dict[str, list[Window]]) -> None:
         print(f"{name:{label}}" + "".join(f"  {cells[lib]:>{width}}" for lib in windows))
 
 
+def write_json(args: argparse.Namespace, windows: dict[str, list[Window]]) -> None:
+    """Write the medians of :func:`report` to ``args.json``, one entry per library."""
+    names = versions()
+    figures = {
+        library: {
+            "name": names[library],
+            "cpu_ms_per_1000": statistics.median(w.cpu / args.messages * 1e6 for w in runs),
+            "messages_per_second": statistics.median(args.messages / w.wall for w in runs),
+            "stream_management": library != "twisted.words",
+        }
+        for library, runs in windows.items()
+    }
+    Path(args.json).write_text(json.dumps(figures))
+
+
 def print_profile(path: str, top: int) -> None:
     import pstats
 
@@ -410,6 +426,9 @@ def main() -> None:
     )
     options.add_argument("--profile", metavar="FILE", help="cProfile one more txxmppnode round")
     options.add_argument("--top", type=int, default=25, help="profile entries printed")
+    options.add_argument(
+        "--json", metavar="FILE", help="also write each library's figures to FILE, for table.py"
+    )
     options.add_argument("--child", metavar="LIBRARY", help=argparse.SUPPRESS)
     options.add_argument("options", nargs="?", help=argparse.SUPPRESS)
     args = options.parse_args()
@@ -438,6 +457,8 @@ def main() -> None:
                 for library, runs in windows.items():
                     cpu = statistics.median(w.cpu for w in runs) / args.messages * 1e6
                     print(f"{library}: {cpu:.1f} CPU ms per 1,000 messages")
+            if args.json:
+                write_json(args, windows)
             if args.profile:
                 run_child("txxmppnode", server, args, args.profile)
                 print_profile(args.profile, args.top)
