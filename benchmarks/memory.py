@@ -490,18 +490,7 @@ def measure_words(server: ProsodyServer, args: argparse.Namespace) -> Figures:
         "idle": args.idle,
         "prosody_pid": server.pid,
     }
-    done = subprocess.run(
-        [sys.executable, __file__, "--words-worker", json.dumps(options)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT + args.idle + args.words_clients * 0.5,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"the twisted.words worker exited {done.returncode}:\n{done.stderr[-2000:]}"
-        )
-    return Figures(**json.loads(done.stdout.strip().splitlines()[-1]))
+    return run_worker("--words-worker", "twisted.words", options)
 
 
 # -- slixmpp (in a child process) -----------------------------------------------------------
@@ -587,17 +576,22 @@ def measure_slixmpp(server: ProsodyServer, args: argparse.Namespace) -> Figures:
         "context": args.slixmpp_context,
         "prosody_pid": server.pid,
     }
+    return run_worker("--slixmpp-worker", "slixmpp", options)
+
+
+def run_worker(flag: str, library: str, options: dict[str, Any]) -> Figures:
+    """Run this script with *flag* and *options* in a child process (a clean heap); return the
+    figures it prints last."""
     done = subprocess.run(
-        [sys.executable, __file__, "--slixmpp-worker", json.dumps(options)],
+        [sys.executable, __file__, flag, json.dumps(options)],
         capture_output=True,
         text=True,
-        timeout=TIMEOUT + args.idle + args.slixmpp_clients * 0.5,
+        timeout=TIMEOUT + options["idle"] + options["clients"] * 0.5,
         check=False,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"the slixmpp worker exited {done.returncode}:\n{done.stderr[-2000:]}")
-    fields = json.loads(done.stdout.strip().splitlines()[-1])
-    return Figures(**fields)
+        raise RuntimeError(f"the {library} worker exited {done.returncode}:\n{done.stderr[-2000:]}")
+    return Figures(**json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 # -- the TLS configuration ------------------------------------------------------------------
